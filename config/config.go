@@ -1,0 +1,135 @@
+package config
+
+import (
+	"runtime"
+	"time"
+)
+
+// Config is the whole daemon configuration.
+type Config struct {
+	// DataDir holds everything the daemon writes. Default "./deployer-data".
+	DataDir string `mapstructure:"data_dir" yaml:"data_dir"`
+	// LogFormat of the daemon's own log: "text" (default) or "json".
+	LogFormat string `mapstructure:"log_format" yaml:"log_format"`
+	// Git configures the git receivers.
+	Git Git `mapstructure:"git" yaml:"git"`
+	// Apps by name. Default: none.
+	Apps map[string]*App `mapstructure:"apps" yaml:"apps"`
+
+	// File is the config file that was loaded, "" for built-in defaults.
+	File string `mapstructure:"-" yaml:"-"`
+}
+
+// Git configures how pushes arrive.
+type Git struct {
+	// HTTPListen is the smart-HTTP address. Default "127.0.0.1:7007"; "" disables it.
+	HTTPListen string `mapstructure:"http_listen" yaml:"http_listen"`
+	// SSHListen is the SSH address. Default "" (off).
+	SSHListen string `mapstructure:"ssh_listen" yaml:"ssh_listen"`
+	// SSHHostKey is the host key file. Default "": generated once into data_dir.
+	SSHHostKey string `mapstructure:"ssh_host_key" yaml:"ssh_host_key"`
+	// AuthorizedKeys is an OpenSSH authorized_keys file for SSH pushes. Default "".
+	AuthorizedKeys string `mapstructure:"authorized_keys" yaml:"authorized_keys"`
+	// TokensFile holds lines "NAME:SHA256-HEX-OF-TOKEN" for HTTP basic auth.
+	// Default "": every HTTP push is refused.
+	TokensFile string `mapstructure:"tokens_file" yaml:"tokens_file"`
+	// MaxPackSize bounds one push. Default "1GiB".
+	MaxPackSize ByteSize `mapstructure:"max_pack_size" yaml:"max_pack_size"`
+	// LockTimeout is how long a push waits for another deploy of the same app. Default 10m.
+	LockTimeout time.Duration `mapstructure:"lock_timeout" yaml:"lock_timeout"`
+	// TLSCert and TLSKey, both set, serve git over HTTPS. Default "".
+	TLSCert string `mapstructure:"tls_cert" yaml:"tls_cert"`
+	TLSKey  string `mapstructure:"tls_key" yaml:"tls_key"`
+}
+
+// App is one deployable application.
+type App struct {
+	// Name is the key under apps; set by Load.
+	Name string `mapstructure:"-" yaml:"-"`
+	// Branch is the deploy branch. Default "main".
+	Branch string `mapstructure:"branch" yaml:"branch"`
+	// Listen are the sockets the daemon holds, passed as fd 3, 4, ... in order. Required.
+	Listen []string `mapstructure:"listen" yaml:"listen"`
+	// Build runs with sh -c in the new release dir. Default "" (no build).
+	Build string `mapstructure:"build" yaml:"build"`
+	// Start runs each worker with sh -c. Default "": the web: line of the repo's Procfile.
+	Start string `mapstructure:"start" yaml:"start"`
+	// Workers is the pool size. Default: the number of CPUs.
+	Workers int `mapstructure:"workers" yaml:"workers"`
+	// Env is added to every worker's, build's and hook's environment. Default none.
+	Env map[string]string `mapstructure:"env" yaml:"env"`
+	// Shared paths live in apps/APP/shared and are linked into each release. Default none.
+	Shared []string `mapstructure:"shared" yaml:"shared"`
+	// Health decides when a release is good.
+	Health Health `mapstructure:"health" yaml:"health"`
+	// StopSignal retires a worker. Default "TERM".
+	StopSignal string `mapstructure:"stop_signal" yaml:"stop_signal"`
+	// DrainTimeout is how long a retiring worker may take before SIGKILL. Default 30s.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout" yaml:"drain_timeout"`
+	// BuildTimeout bounds the build and each hook. Default 15m.
+	BuildTimeout time.Duration `mapstructure:"build_timeout" yaml:"build_timeout"`
+	// KeepReleases is how many good releases cleanup keeps. Default 5.
+	KeepReleases int `mapstructure:"keep_releases" yaml:"keep_releases"`
+	// CleanupSchedule is a robfig/cron spec. Default "@daily".
+	CleanupSchedule string `mapstructure:"cleanup_schedule" yaml:"cleanup_schedule"`
+	// Hooks are lifecycle commands run with sh -c in the release dir.
+	Hooks Hooks `mapstructure:"hooks" yaml:"hooks"`
+}
+
+// Health configures the health gate of a release.
+type Health struct {
+	// HTTP is a path probed with GET; 2xx is healthy. Default "" (no HTTP probe).
+	HTTP string `mapstructure:"http" yaml:"http"`
+	// TCP probes that a connect succeeds. Default false.
+	TCP bool `mapstructure:"tcp" yaml:"tcp"`
+	// Command is run in the release dir; exit 0 is healthy. Default "".
+	Command string `mapstructure:"command" yaml:"command"`
+	// Preflight probes one instance on a private socket before any live traffic. Default true.
+	Preflight bool `mapstructure:"preflight" yaml:"preflight"`
+	// Notify waits for READY=1 on NOTIFY_SOCKET from each worker. Default false.
+	Notify bool `mapstructure:"notify" yaml:"notify"`
+	// MinUptime is how long a green worker must stay up. Default 2s.
+	MinUptime time.Duration `mapstructure:"min_uptime" yaml:"min_uptime"`
+	// Timeout bounds the health gate. Default 60s.
+	Timeout time.Duration `mapstructure:"timeout" yaml:"timeout"`
+	// Watch keeps probing the live address after cut-over. Default 0 (off).
+	Watch time.Duration `mapstructure:"watch" yaml:"watch"`
+}
+
+// Hooks are lifecycle commands.
+type Hooks struct {
+	PreBuild   string `mapstructure:"pre_build" yaml:"pre_build"`
+	Release    string `mapstructure:"release" yaml:"release"`
+	PostDeploy string `mapstructure:"post_deploy" yaml:"post_deploy"`
+	OnFailure  string `mapstructure:"on_failure" yaml:"on_failure"`
+}
+
+// Default returns the built-in configuration: no apps.
+func Default() *Config {
+	return &Config{
+		DataDir:   "./deployer-data",
+		LogFormat: "text",
+		Git: Git{
+			HTTPListen:  "127.0.0.1:7007",
+			MaxPackSize: 1 << 30,
+			LockTimeout: 10 * time.Minute,
+		},
+		Apps: map[string]*App{},
+	}
+}
+
+// DefaultApp returns an app with every default filled in.
+func DefaultApp(name string) *App {
+	return &App{
+		Name:            name,
+		Branch:          "main",
+		Workers:         runtime.NumCPU(),
+		Env:             map[string]string{},
+		Health:          Health{Preflight: true, MinUptime: 2 * time.Second, Timeout: 60 * time.Second},
+		StopSignal:      "TERM",
+		DrainTimeout:    30 * time.Second,
+		BuildTimeout:    15 * time.Minute,
+		KeepReleases:    5,
+		CleanupSchedule: "@daily",
+	}
+}

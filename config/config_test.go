@@ -1,0 +1,124 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const goodApp = `
+apps:
+  hello:
+    listen: ["127.0.0.1:8080"]
+    start: ./bin/hello
+`
+
+func TestLoadAppliesDefaultsAndKeepsEnvCase(t *testing.T) {
+	p := writeConfig(t, "d.yaml", goodApp+"    env: {GREETING: hi, lower: x}\n")
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Apps["hello"]
+	if a == nil || a.Name != "hello" || a.Branch != "main" || a.Health.Timeout != 60*time.Second ||
+		!a.Health.Preflight || a.DrainTimeout != 30*time.Second || a.KeepReleases != 5 || a.Workers < 1 {
+		t.Fatalf("defaults not applied: %+v", a)
+	}
+	if a.Env["GREETING"] != "hi" || a.Env["lower"] != "x" {
+		t.Fatalf("env case lost: %v", a.Env)
+	}
+	if c.Git.HTTPListen != "127.0.0.1:7007" || c.Git.MaxPackSize != 1<<30 || !filepath.IsAbs(c.DataDir) {
+		t.Fatalf("git defaults: %+v %s", c.Git, c.DataDir)
+	}
+}
+
+func TestEnvironmentOverridesFileAndDefaults(t *testing.T) {
+	p := writeConfig(t, "d.yaml", goodApp)
+	t.Setenv("DEPLOYER_GIT_HTTP_LISTEN", "127.0.0.1:9999")
+	t.Setenv("DEPLOYER_APPS_HELLO_WORKERS", "7")
+	t.Setenv("DEPLOYER_APPS_HELLO_HEALTH_TIMEOUT", "5s")
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Git.HTTPListen != "127.0.0.1:9999" || c.Apps["hello"].Workers != 7 || c.Apps["hello"].Health.Timeout != 5*time.Second {
+		t.Fatalf("overrides not applied: %+v %+v", c.Git, c.Apps["hello"])
+	}
+}
+
+func TestLoadTOMLAndJSON(t *testing.T) {
+	for name, body := range map[string]string{
+		"d.toml": "[apps.hello]\nlisten = [\"127.0.0.1:8080\"]\n[apps.hello.env]\nGREETING = \"hi\"\n",
+		"d.json": `{"apps": {"hello": {"listen": ["127.0.0.1:8080"], "env": {"GREETING": "hi"}}}}`,
+	} {
+		c, err := Load(writeConfig(t, name, body))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if c.Apps["hello"].Env["GREETING"] != "hi" {
+			t.Fatalf("%s: env %v", name, c.Apps["hello"].Env)
+		}
+	}
+}
+
+func TestBadConfigNamesTheKey(t *testing.T) {
+	cases := []struct{ name, body, key string }{
+		{"unknown top key", "colour: red\n", "colour: unknown key"},
+		{"unknown app key", goodApp + "    helth: {}\n", "apps.hello.helth"},
+		{"unknown nested key", goodApp + "    health: {htp: /x}\n", "apps.hello.health.htp"},
+		{"bad duration", goodApp + "    drain_timeout: soon\n", "apps.hello.drain_timeout"},
+		{"bad health duration", goodApp + "    health: {timeout: 5 minutes}\n", "apps.hello.health.timeout"},
+		{"bad cron", goodApp + "    cleanup_schedule: \"every tuesday\"\n", "apps.hello.cleanup_schedule"},
+		{"duplicate listen", goodApp + "  other:\n    listen: [\"127.0.0.1:8080\"]\n", "apps.other.listen[0]: 127.0.0.1:8080 is already used by apps.hello.listen[0]"},
+		{"listen clashes with git", "apps:\n  a:\n    listen: [\"127.0.0.1:7007\"]\n", "apps.a.listen[0]"},
+		{"bad app name", "apps:\n  Hello_World:\n    listen: [\"127.0.0.1:1\"]\n", "apps.Hello_World: app name"},
+		{"no listen", "apps:\n  a:\n    start: x\n", "apps.a.listen"},
+		{"bad listen", "apps:\n  a:\n    listen: [\"8080\"]\n", "apps.a.listen[0]"},
+		{"bad signal", goodApp + "    stop_signal: STOP\n", "apps.hello.stop_signal"},
+		{"bad size", "git: {max_pack_size: lots}\n", "git.max_pack_size"},
+		{"zero workers", goodApp + "    workers: 0\n", "apps.hello.workers"},
+		{"health path", goodApp + "    health: {http: healthz}\n", "apps.hello.health.http"},
+		{"shared escapes", goodApp + "    shared: [\"../x\"]\n", "apps.hello.shared[0]"},
+		{"bad branch", goodApp + "    branch: \"a..b\"\n", "apps.hello.branch"},
+		{"bad yaml", "apps: [\n", "config "},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(writeConfig(t, "d.yaml", tc.body))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tc.body)
+			}
+			if !strings.Contains(err.Error(), tc.key) {
+				t.Fatalf("error %q does not name %q", err, tc.key)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestNoFileMeansDefaultsWithNoApps(t *testing.T) {
+	t.Chdir(t.TempDir())
+	old := SearchPaths
+	SearchPaths = []string{"deployer.yaml"}
+	t.Cleanup(func() { SearchPaths = old })
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.File != "" || len(c.Apps) != 0 {
+		t.Fatalf("got %+v", c)
+	}
+}

@@ -1,0 +1,168 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Validate checks every setting, normalises paths and fills derived values.
+// Each error names its key.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("data_dir: must not be empty")
+	}
+	var err error
+	if c.DataDir, err = filepath.Abs(c.DataDir); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("log_format: %q is not text or json", c.LogFormat)
+	}
+	for _, p := range []struct {
+		key string
+		val *string
+	}{
+		{"git.tokens_file", &c.Git.TokensFile},
+		{"git.authorized_keys", &c.Git.AuthorizedKeys},
+		{"git.ssh_host_key", &c.Git.SSHHostKey},
+		{"git.tls_cert", &c.Git.TLSCert},
+		{"git.tls_key", &c.Git.TLSKey},
+	} {
+		if *p.val == "" {
+			continue
+		}
+		if *p.val, err = filepath.Abs(*p.val); err != nil {
+			return fmt.Errorf("%s: %w", p.key, err)
+		}
+	}
+	if (c.Git.TLSCert == "") != (c.Git.TLSKey == "") {
+		return fmt.Errorf("git.tls_cert: tls_cert and tls_key must be set together")
+	}
+	if c.Git.MaxPackSize <= 0 {
+		return fmt.Errorf("git.max_pack_size: must be positive")
+	}
+	if c.Git.LockTimeout <= 0 {
+		return fmt.Errorf("git.lock_timeout: must be positive")
+	}
+	seen := map[string]string{}
+	claim := func(key, addr string) error {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s: %q is not host:port", key, addr)
+		}
+		if prev, ok := seen[addr]; ok {
+			return fmt.Errorf("%s: %s is already used by %s", key, addr, prev)
+		}
+		seen[addr] = key
+		return nil
+	}
+	if c.Git.HTTPListen != "" {
+		if err := claim("git.http_listen", c.Git.HTTPListen); err != nil {
+			return err
+		}
+	}
+	if c.Git.SSHListen != "" {
+		if err := claim("git.ssh_listen", c.Git.SSHListen); err != nil {
+			return err
+		}
+	}
+	names := make([]string, 0, len(c.Apps))
+	for name := range c.Apps {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := c.Apps[name].validate("apps."+name, claim); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *App) validate(key string, claim func(key, addr string) error) error {
+	if !appNameRE.MatchString(a.Name) {
+		return fmt.Errorf("%s: app name must match [a-z0-9][a-z0-9-]*", key)
+	}
+	if a.Branch == "" || strings.Contains(a.Branch, "..") || strings.ContainsAny(a.Branch, " ~^:?*[\\") ||
+		strings.HasPrefix(a.Branch, "/") || strings.HasSuffix(a.Branch, "/") || strings.HasSuffix(a.Branch, ".lock") {
+		return fmt.Errorf("%s.branch: %q is not a valid branch name", key, a.Branch)
+	}
+	if len(a.Listen) == 0 {
+		return fmt.Errorf("%s.listen: at least one address is required", key)
+	}
+	for i, addr := range a.Listen {
+		if err := claim(fmt.Sprintf("%s.listen[%d]", key, i), addr); err != nil {
+			return err
+		}
+	}
+	if a.Workers < 1 {
+		return fmt.Errorf("%s.workers: must be at least 1", key)
+	}
+	for k := range a.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("%s.env: %q is not a valid variable name", key, k)
+		}
+	}
+	for i, p := range a.Shared {
+		clean := filepath.Clean(strings.TrimSuffix(p, "/"))
+		if p == "" || filepath.IsAbs(p) || clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
+			return fmt.Errorf("%s.shared[%d]: %q must be a relative path inside the release", key, i, p)
+		}
+	}
+	h := &a.Health
+	if h.HTTP != "" && !strings.HasPrefix(h.HTTP, "/") {
+		return fmt.Errorf("%s.health.http: %q must be a path starting with /", key, h.HTTP)
+	}
+	if h.Timeout <= 0 {
+		return fmt.Errorf("%s.health.timeout: must be positive", key)
+	}
+	if h.MinUptime < 0 {
+		return fmt.Errorf("%s.health.min_uptime: must not be negative", key)
+	}
+	if h.Watch < 0 {
+		return fmt.Errorf("%s.health.watch: must not be negative", key)
+	}
+	if _, err := ParseSignal(a.StopSignal); err != nil {
+		return fmt.Errorf("%s.stop_signal: %w", key, err)
+	}
+	if a.DrainTimeout <= 0 {
+		return fmt.Errorf("%s.drain_timeout: must be positive", key)
+	}
+	if a.BuildTimeout <= 0 {
+		return fmt.Errorf("%s.build_timeout: must be positive", key)
+	}
+	if a.KeepReleases < 0 {
+		return fmt.Errorf("%s.keep_releases: must not be negative", key)
+	}
+	if a.CleanupSchedule != "" {
+		if _, err := cron.ParseStandard(a.CleanupSchedule); err != nil {
+			return fmt.Errorf("%s.cleanup_schedule: %q: %w", key, a.CleanupSchedule, err)
+		}
+	}
+	return nil
+}
+
+var signals = map[string]syscall.Signal{
+	"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "HUP": syscall.SIGHUP,
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "WINCH": syscall.SIGWINCH, "KILL": syscall.SIGKILL,
+}
+
+// ParseSignal accepts "TERM", "SIGTERM" or "sigterm".
+func ParseSignal(s string) (syscall.Signal, error) {
+	sig, ok := signals[strings.TrimPrefix(strings.ToUpper(s), "SIG")]
+	if !ok {
+		return 0, fmt.Errorf("%q is not one of TERM, INT, QUIT, HUP, USR1, USR2, WINCH, KILL", s)
+	}
+	return sig, nil
+}
+
+// Signal is the app's stop signal; Validate has checked it.
+func (a *App) Signal() syscall.Signal {
+	sig, _ := ParseSignal(a.StopSignal)
+	return sig
+}
