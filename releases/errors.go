@@ -1,0 +1,12 @@
+package releases
+
+import "errors"
+
+var (
+	// ErrUnsafePath means the tree holds a path that would write outside the release.
+	ErrUnsafePath = errors.New("unsafe path in repository")
+	// ErrNotFound means no such release.
+	ErrNotFound = errors.New("release not found")
+	// ErrNoCurrent means the app has no live release yet.
+	ErrNoCurrent = errors.New("no live release")
+)

@@ -1,0 +1,209 @@
+package releases
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Status is where a release is in its life.
+type Status string
+
+// Release statuses (SPEC §6).
+const (
+	Building   Status = "building"
+	Failed     Status = "failed"
+	Live       Status = "live"
+	Retired    Status = "retired"
+	RolledBack Status = "rolled-back"
+	Pruned     Status = "pruned"
+)
+
+// Release is the durable metadata of one release.
+type Release struct {
+	ID       string    `json:"id"`
+	Number   int       `json:"number"`
+	Revision string    `json:"revision"`
+	Branch   string    `json:"branch"`
+	Pusher   string    `json:"pusher"`
+	Message  string    `json:"message"`
+	Created  time.Time `json:"created"`
+	// BuildSeconds is the time from checkout to the end of the build.
+	BuildSeconds float64 `json:"build_seconds"`
+	Status       Status  `json:"status"`
+	// Reason says why a release failed.
+	Reason  string            `json:"reason,omitempty"`
+	Start   string            `json:"start"`
+	Workers int               `json:"workers"`
+	Env     map[string]string `json:"env,omitempty"`
+}
+
+// Store is one app's releases on disk. Its methods are safe for one deploy
+// at a time, which the caller's deploy lock guarantees.
+type Store struct {
+	dir string // apps/APP
+}
+
+// Open returns the store rooted at the app directory, creating its folders.
+func Open(appDir string) (*Store, error) {
+	for _, d := range []string{"releases", "logs/builds", "shared"} {
+		if err := os.MkdirAll(filepath.Join(appDir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
+	return &Store{dir: appDir}, nil
+}
+
+// Root is the app directory.
+func (s *Store) Root() string { return s.dir }
+
+// Dir is the tree of release id.
+func (s *Store) Dir(id string) string { return filepath.Join(s.dir, "releases", id) }
+
+// BuildLog is the build log path of release id.
+func (s *Store) BuildLog(id string) string {
+	return filepath.Join(s.dir, "logs", "builds", id+".log")
+}
+
+func (s *Store) metaPath(id string) string { return filepath.Join(s.dir, "releases", id+".json") }
+
+// ParseID returns N of "vN".
+func ParseID(id string) (int, bool) {
+	n, err := strconv.Atoi(strings.TrimPrefix(id, "v"))
+	return n, err == nil && strings.HasPrefix(id, "v") && n > 0
+}
+
+// Create allocates release last+1, makes its empty directory and saves r
+// with status building. r.ID and r.Number are filled in.
+func (s *Store) Create(r *Release) error {
+	n := s.last() + 1
+	for {
+		id := "v" + strconv.Itoa(n)
+		err := os.Mkdir(s.Dir(id), 0o755)
+		if errors.Is(err, fs.ErrExist) {
+			n++
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create release: %w", err)
+		}
+		r.ID, r.Number, r.Status = id, n, Building
+		if r.Created.IsZero() {
+			r.Created = time.Now().UTC()
+		}
+		return s.Save(r)
+	}
+}
+
+// last is the highest release number on disk, 0 if none.
+func (s *Store) last() int {
+	entries, _ := os.ReadDir(filepath.Join(s.dir, "releases"))
+	max := 0
+	for _, e := range entries {
+		if n, ok := ParseID(strings.TrimSuffix(e.Name(), ".json")); ok && n > max {
+			max = n
+		}
+	}
+	return max
+}
+
+// Save writes r's metadata durably.
+func (s *Store) Save(r *Release) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save %s: %w", r.ID, err)
+	}
+	return writeFileAtomic(s.metaPath(r.ID), append(b, '\n'), 0o644)
+}
+
+// Get loads release id.
+func (s *Store) Get(id string) (*Release, error) {
+	b, err := os.ReadFile(s.metaPath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", id, err)
+	}
+	r := &Release{}
+	if err := json.Unmarshal(b, r); err != nil {
+		return nil, fmt.Errorf("read %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// List returns every release with metadata, newest first.
+func (s *Store) List() ([]*Release, error) {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "releases"))
+	if err != nil {
+		return nil, fmt.Errorf("list releases: %w", err)
+	}
+	var out []*Release
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if _, valid := ParseID(id); !ok || !valid {
+			continue
+		}
+		r, err := s.Get(id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Number > out[j].Number })
+	return out, nil
+}
+
+// Current is the id the current link names.
+func (s *Store) Current() (string, error) {
+	t, err := os.Readlink(filepath.Join(s.dir, "current"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", ErrNoCurrent
+	}
+	if err != nil {
+		return "", fmt.Errorf("read current: %w", err)
+	}
+	return filepath.Base(t), nil
+}
+
+// SetCurrent atomically points current at release id.
+func (s *Store) SetCurrent(id string) error {
+	return symlinkAtomic(filepath.Join("releases", id), filepath.Join(s.dir, "current"))
+}
+
+// Event is one line of history.jsonl.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Event   string    `json:"event"` // deploy, failure, rollback, reload, cleanup, recover
+	Release string    `json:"release,omitempty"`
+	From    string    `json:"from,omitempty"`
+	By      string    `json:"by"`
+	Detail  string    `json:"detail,omitempty"`
+}
+
+// Record appends e to the ledger and syncs it.
+func (s *Store) Record(e Event) error {
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, "history.jsonl"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	return f.Sync()
+}
