@@ -1,0 +1,97 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// Socket is one listening socket the daemon holds for an app. The daemon
+// never accepts on it, shuts it down or closes it while workers may use it;
+// workers inherit it, so its accept queue outlives every worker.
+type Socket struct {
+	Addr string // as configured
+	Name string // LISTEN_FDNAMES entry
+	ln   *net.TCPListener
+	fd   int // raw descriptor, read once without touching its flags
+}
+
+// ListenSockets opens one socket per address, in order. If an address is
+// still held by a previous daemon's workers it retries until wait passes.
+func ListenSockets(app string, addrs []string, wait time.Duration) ([]*Socket, error) {
+	var out []*Socket
+	for i, addr := range addrs {
+		s, err := listen(addr, fmt.Sprintf("%s-%d", app, i), wait)
+		if err != nil {
+			CloseSockets(out)
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// privateSockets opens n loopback sockets on ephemeral ports, for preflight.
+func privateSockets(app string, n int) ([]*Socket, error) {
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = "127.0.0.1:0"
+	}
+	return ListenSockets(app, addrs, 0)
+}
+
+func listen(addr, name string, wait time.Duration) (*Socket, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			s := &Socket{Addr: addr, Name: name, ln: ln.(*net.TCPListener)}
+			if err := s.readFD(); err != nil {
+				ln.Close()
+				return nil, err
+			}
+			return s, nil
+		}
+		// A previous daemon's workers may still be draining on this port.
+		if !errors.Is(err, errAddrInUse) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond) // bounded by deadline: the kernel gives no event for a port freed
+	}
+}
+
+// readFD fetches the raw descriptor through SyscallConn, which, unlike
+// (*os.File).Fd, does not switch the socket to blocking mode (golang/go#43894).
+func (s *Socket) readFD() error {
+	rc, err := s.ln.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.Addr, err)
+	}
+	return rc.Control(func(fd uintptr) { s.fd = int(fd) })
+}
+
+// LocalAddr is the bound address (the real port for ":0").
+func (s *Socket) LocalAddr() string { return s.ln.Addr().String() }
+
+// FD is the raw descriptor, valid while the socket is open.
+func (s *Socket) FD() int { return s.fd }
+
+// Close closes the socket. Only for daemon shutdown and private sockets.
+func (s *Socket) Close() error { return s.ln.Close() }
+
+// CloseSockets closes every socket in ss.
+func CloseSockets(ss []*Socket) {
+	for _, s := range ss {
+		s.Close()
+	}
+}
+
+func fdNames(ss []*Socket) string {
+	names := make([]string, len(ss))
+	for i, s := range ss {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ":")
+}

@@ -1,0 +1,98 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+var errAddrInUse = syscall.EADDRINUSE
+
+// procSpec describes one process to start.
+type procSpec struct {
+	dir     string
+	argv    []string
+	env     []string
+	sockets []*Socket // placed at fd 3, 4, ...
+	out     *os.File  // stdout and stderr
+}
+
+// spawn starts a process in its own process group with exactly stdin
+// (/dev/null), stdout, stderr and the sockets, and nothing else.
+//
+// It uses syscall.ForkExec with raw descriptors because os/exec would call
+// (*os.File).Fd on each socket, which switches the shared socket to
+// blocking mode under the workers already accepting on it.
+//
+// The child gets SIGKILL if the spawning thread dies, so the caller must
+// hold runtime.LockOSThread for as long as the child lives (golang/go#27505).
+func spawn(p procSpec) (*os.Process, error) {
+	cloexecInherited.Do(markInheritedCloexec)
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("spawn: %w", err)
+	}
+	defer null.Close()
+	files := []uintptr{null.Fd(), p.out.Fd(), p.out.Fd()}
+	for _, s := range p.sockets {
+		files = append(files, uintptr(s.FD()))
+	}
+	pid, err := syscall.ForkExec(p.argv[0], p.argv, &syscall.ProcAttr{
+		Dir:   p.dir,
+		Env:   p.env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spawn %s: %w", p.argv[0], err)
+	}
+	return os.FindProcess(pid)
+}
+
+var cloexecInherited sync.Once
+
+// markInheritedCloexec sets close-on-exec on every descriptor the daemon
+// inherited from its own parent: Go opens all of its own descriptors with it,
+// but ForkExec passes on any inherited one that lacks it.
+func markInheritedCloexec() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+}
+
+// childEnv is base without the daemon's own socket-activation, notify and
+// deployer variables, plus extra, plus LISTEN_FDS/LISTEN_FDNAMES.
+func childEnv(base []string, extra map[string]string, sockets []*Socket) []string {
+	var env []string
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" || strings.HasPrefix(k, "DEPLOYER_") {
+			continue
+		}
+		if _, override := extra[k]; override {
+			continue
+		}
+		env = append(env, kv)
+	}
+	for k, v := range extra {
+		env = append(env, k+"="+v)
+	}
+	if len(sockets) > 0 {
+		env = append(env, "LISTEN_FDS="+strconv.Itoa(len(sockets)), "LISTEN_FDNAMES="+fdNames(sockets))
+	}
+	return env
+}
+
+// signalGroup signals the process group led by pid.
+func signalGroup(pid int, sig syscall.Signal) {
+	_ = syscall.Kill(-pid, sig)
+}

@@ -1,0 +1,356 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestHelperWorker is not a test: it is the worker the other tests start,
+// by re-running the test binary. It serves HTTP on its inherited fd 3.
+func TestHelperWorker(t *testing.T) {
+	if os.Getenv("SUPERVISOR_HELPER") != "1" {
+		t.Skip("helper process")
+	}
+	ln, err := net.FileListener(os.NewFile(3, "listen"))
+	if err != nil {
+		fmt.Println("no socket:", err)
+		os.Exit(3)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" && os.Getenv("HELPER_HEALTH") != "" {
+			code, _ := strconv.Atoi(os.Getenv("HELPER_HEALTH"))
+			w.WriteHeader(code)
+		}
+		fmt.Fprintf(w, "%s %s %d", os.Getenv("DEPLOYER_RELEASE"), os.Getenv("DEPLOYER_WORKER"), os.Getpid())
+	})}
+	go srv.Serve(ln)
+	sig := make(chan os.Signal, 1)
+	signalNotify(sig)
+	<-sig
+	ln.Close()
+	srv.Shutdown(context.Background())
+	os.Exit(0)
+}
+
+// syncBuffer collects worker output for assertions.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testSockets(t *testing.T) []*Socket {
+	t.Helper()
+	ss, err := ListenSockets("t", []string{"127.0.0.1:0"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { CloseSockets(ss) })
+	return ss
+}
+
+func testSpec(t *testing.T, ss []*Socket, start string, workers int) PoolSpec {
+	return PoolSpec{
+		App: "t", Release: "v1", Revision: "abc", Dir: t.TempDir(), Start: start, Workers: workers,
+		Env: map[string]string{"SUPERVISOR_HELPER": "1"}, Sockets: ss,
+		MinUptime: 100 * time.Millisecond, StopSignal: syscall.SIGTERM, DrainTimeout: 5 * time.Second,
+		Log: &syncBuffer{},
+	}
+}
+
+func helperStart(t *testing.T) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%s -test.run='^TestHelperWorker$'", exe)
+}
+
+func startPool(t *testing.T, spec PoolSpec) *Pool {
+	t.Helper()
+	p, err := StartPool(context.Background(), spec, 10*time.Second)
+	if err != nil {
+		t.Fatalf("StartPool: %v\noutput:\n%s", err, spec.Log)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+func nonBlocking(t *testing.T, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "flags:"); ok {
+			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return flags&unix.O_NONBLOCK != 0
+		}
+	}
+	t.Fatalf("no flags in %s", path)
+	return false
+}
+
+// TestStartingWorkersKeepsSharedSocketNonBlocking: a running worker's
+// inherited socket must stay non-blocking while the daemon starts more
+// workers on it (golang/go#43894). The first half proves the check can fail:
+// the naive os/exec way of passing the socket flips it to blocking.
+func TestStartingWorkersKeepsSharedSocketNonBlocking(t *testing.T) {
+	ss := testSockets(t)
+	self := fmt.Sprintf("/proc/self/fdinfo/%d", ss[0].FD())
+	if !nonBlocking(t, self) {
+		t.Fatal("a new socket should be non-blocking")
+	}
+
+	// The check detects the bug: exec.Cmd.ExtraFiles calls Fd().
+	f, err := ss[0].ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	naive := exec.Command("true")
+	naive.ExtraFiles = []*os.File{f}
+	if err := naive.Run(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if nonBlocking(t, self) {
+		t.Fatal("expected os/exec to make the socket blocking; the check below would prove nothing")
+	}
+	if err := unix.SetNonblock(ss[0].FD(), true); err != nil {
+		t.Fatal(err)
+	}
+
+	first := startPool(t, testSpec(t, ss, "sleep 60", 1))
+	firstPID := first.Status()[0].PID
+	more := startPool(t, testSpec(t, ss, "sleep 60", 3))
+	_ = more
+	if !nonBlocking(t, fmt.Sprintf("/proc/%d/fdinfo/3", firstPID)) {
+		t.Fatal("the running worker's socket became blocking when other workers started")
+	}
+	if !nonBlocking(t, self) {
+		t.Fatal("the daemon's socket became blocking")
+	}
+}
+
+// TestWorkerGetsOnlyItsDescriptorsAndProtocolEnv checks fd 0-3 and nothing
+// else, LISTEN_PID = the worker's pid, and none of the daemon's own
+// activation or notify variables.
+func TestWorkerGetsOnlyItsDescriptorsAndProtocolEnv(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "/daemon/own")
+	t.Setenv("LISTEN_FDNAMES", "daemon-own")
+	leak, err := os.Open(os.DevNull) // an fd the daemon holds
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leak.Close()
+	ss := testSockets(t)
+	spec := testSpec(t, ss, "sleep 60", 1)
+	spec.Env["GREETING"] = "hi"
+	p := startPool(t, spec)
+	pid := p.Status()[0].PID
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range fds {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	if strings.Join(names, ",") != "0,1,2,3" {
+		t.Fatalf("worker fds = %v, want 0,1,2,3", names)
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, kv := range strings.Split(string(raw), "\x00") {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	want := map[string]string{
+		"LISTEN_FDS": "1", "LISTEN_PID": strconv.Itoa(pid), "LISTEN_FDNAMES": "t-0",
+		"DEPLOYER_APP": "t", "DEPLOYER_RELEASE": "v1", "DEPLOYER_REVISION": "abc", "DEPLOYER_WORKER": "0",
+		"GREETING": "hi",
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("%s = %q, want %q", k, env[k], v)
+		}
+	}
+	if _, ok := env["NOTIFY_SOCKET"]; ok {
+		t.Error("the daemon's NOTIFY_SOCKET leaked into the worker")
+	}
+}
+
+func get(t *testing.T, addr string) (string, error) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func TestPoolServesOnTheSharedSocketAndSwaps(t *testing.T) {
+	ss := testSockets(t)
+	blue := startPool(t, testSpec(t, ss, helperStart(t), 2))
+	body, err := get(t, ss[0].LocalAddr())
+	if err != nil || !strings.HasPrefix(body, "v1 ") {
+		t.Fatalf("blue answered %q, %v", body, err)
+	}
+	spec := testSpec(t, ss, helperStart(t), 2)
+	spec.Release = "v2"
+	green := startPool(t, spec)
+	blue.Stop()
+	for i := 0; i < 20; i++ {
+		body, err := get(t, ss[0].LocalAddr())
+		if err != nil || !strings.HasPrefix(body, "v2 ") {
+			t.Fatalf("after the swap got %q, %v", body, err)
+		}
+	}
+	_ = green
+}
+
+func TestPoolThatCrashesAtStartFailsAndLeavesNothing(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, "echo cannot bind port; exit 4", 2)
+	_, err := StartPool(context.Background(), spec, 10*time.Second)
+	if !errors.Is(err, ErrNotUp) || !strings.Contains(err.Error(), "cannot bind port") {
+		t.Fatalf("err = %v, want ErrNotUp with the worker's output", err)
+	}
+}
+
+// groupAlive reports whether any process is in process group pgid.
+func groupAlive(pgid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+			return true
+		}
+	}
+	return false
+}
+
+// TestStopKillsWorkersThatIgnoreTheSignalAndTheirChildren: a worker that
+// ignores SIGTERM is killed after drain_timeout, with its background child.
+func TestStopKillsWorkersThatIgnoreTheSignalAndTheirChildren(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, "trap '' TERM; sleep 120 & sleep 120", 1)
+	spec.DrainTimeout = 300 * time.Millisecond
+	p, err := StartPool(context.Background(), spec, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.Status()[0].PID
+	if !groupAlive(pid) {
+		t.Fatal("worker group not running")
+	}
+	p.Stop()
+	if groupAlive(pid) {
+		t.Fatal("worker or its child outlived Stop")
+	}
+	if st := p.Status()[0].State; st != Stopped {
+		t.Fatalf("state = %s", st)
+	}
+	if !strings.Contains(spec.Log.(*syncBuffer).String(), "SIGKILL") {
+		t.Fatalf("log does not say it was killed:\n%s", spec.Log)
+	}
+}
+
+func TestCrashedWorkerIsRestarted(t *testing.T) {
+	ss := testSockets(t)
+	flag := filepath.Join(t.TempDir(), "crashed")
+	// The first run crashes after it was up; later runs stay up.
+	spec := testSpec(t, ss, fmt.Sprintf("if [ -e %s ]; then exec sleep 60; else touch %s; sleep 0.3; exit 9; fi", flag, flag), 1)
+	p := startPool(t, spec)
+	first := p.Status()[0].PID
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := p.Status()[0]
+		if st.Restarts == 1 && st.State == Running && st.PID != first {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not restarted: %+v\n%s", st, spec.Log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestBackoffGrowsAndCaps(t *testing.T) {
+	if backoff(0) != time.Second || backoff(1) != 1500*time.Millisecond || backoff(20) != 30*time.Second {
+		t.Fatalf("backoff: %v %v %v", backoff(0), backoff(1), backoff(20))
+	}
+}
+
+func TestPreflightUsesAPrivateSocket(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, helperStart(t), 1)
+	if err := Preflight(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 10 * time.Second}); err != nil {
+		t.Fatalf("healthy release failed preflight: %v\n%s", err, spec.Log)
+	}
+	// Nothing is accepting on the live socket: the preflight worker never saw it.
+	c, err := net.DialTimeout("tcp", ss[0].LocalAddr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+	if n, _ := c.Read(make([]byte, 10)); n != 0 {
+		t.Fatal("something answered on the live socket during preflight")
+	}
+	c.Close()
+
+	spec.Env["HELPER_HEALTH"] = "503"
+	err = Preflight(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 5 * time.Second})
+	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "HTTP 503") {
+		t.Fatalf("err = %v, want ErrUnhealthy naming HTTP 503\n%s", err, spec.Log)
+	}
+	spec.Start = "echo listen tcp :8080: bind: address already in use; exit 1"
+	err = Preflight(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 10 * time.Second})
+	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("err = %v, want ErrUnhealthy with the worker's output", err)
+	}
+}
