@@ -103,7 +103,7 @@ func helperServe() {
 	}
 	name := os.Getenv("DEPLOYER_WORKER")
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, name)
+		fmt.Fprintf(w, "worker %s: hi\n", name) // as the examples answer
 	})}
 	if err := worker.ServeAll(srv, lns); err != nil {
 		fmt.Fprintln(os.Stderr, err)

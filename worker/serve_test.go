@@ -14,7 +14,7 @@ import (
 )
 
 // get sends one keep-alive GET on conn and reads the whole response.
-func get(t *testing.T, conn net.Conn, br *bufio.Reader, path string) *http.Response {
+func get(t *testing.T, conn net.Conn, br *bufio.Reader, path string) (*http.Response, string) {
 	t.Helper()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
@@ -24,11 +24,12 @@ func get(t *testing.T, conn net.Conn, br *bufio.Reader, path string) *http.Respo
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	return resp
+	return resp, string(body)
 }
 
 // serveInProcess runs worker.Serve in the test process, stopped by SIGUSR1
@@ -62,7 +63,7 @@ func TestServeAsksKeepAliveClientsToCloseOnceDraining(t *testing.T) {
 	}
 	defer conn.Close()
 	br := bufio.NewReader(conn)
-	if resp := get(t, conn, br, "/"); resp.Close {
+	if resp, _ := get(t, conn, br, "/"); resp.Close {
 		t.Fatal("before the drain: response asks to close the connection")
 	}
 
@@ -72,7 +73,7 @@ func TestServeAsksKeepAliveClientsToCloseOnceDraining(t *testing.T) {
 		c.Close()
 		t.Fatal("draining server still accepts new connections")
 	}
-	resp := get(t, conn, br, "/")
+	resp, _ := get(t, conn, br, "/")
 	if !resp.Close { // ReadResponse turns "Connection: close" into Close
 		t.Fatalf("draining: response header %v, want Connection: close", resp.Header)
 	}

@@ -25,7 +25,7 @@ type load struct {
 	wg   sync.WaitGroup
 
 	mu       sync.Mutex
-	served   map[string]int // responses by the body's first word
+	served   map[string]int // responses by worker name
 	hints    map[string]int // responses that carried Connection: close
 	failures int
 	errs     []error // the first few failures
@@ -109,8 +109,8 @@ func (l *load) client() {
 	}
 }
 
-// roundTrip sends one GET / and returns the first word of the body and
-// whether the server asked to close the connection.
+// roundTrip sends one GET / and returns the name of the worker that
+// answered and whether it asked to close the connection.
 func roundTrip(conn net.Conn, br *bufio.Reader) (string, bool, error) {
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
@@ -128,11 +128,22 @@ func roundTrip(conn net.Conn, br *bufio.Reader) (string, bool, error) {
 	if resp.StatusCode != http.StatusOK {
 		return "", false, fmt.Errorf("status %s: %q", resp.Status, body)
 	}
-	words := strings.Fields(string(body))
-	if len(words) == 0 {
-		return "", false, fmt.Errorf("empty body")
+	who, ok := workerName(string(body))
+	if !ok {
+		return "", false, fmt.Errorf("body %q names no worker", body)
 	}
-	return words[0], resp.Close, nil
+	return who, resp.Close, nil
+}
+
+// workerName finds "worker NAME:" in an answer such as
+// "hello from v3 (0123abc) worker 1: hi".
+func workerName(body string) (string, bool) {
+	_, rest, ok := strings.Cut(body, "worker ")
+	if !ok {
+		return "", false
+	}
+	name, _, ok := strings.Cut(rest, ":")
+	return name, ok && name != ""
 }
 
 // fail records err and reports whether the client should go on.
@@ -164,7 +175,7 @@ func (l *load) waitServed(t *testing.T, who string, n int) {
 // socket, it starts worker "blue", then worker "green" on the same socket,
 // stops blue with SIGTERM, and requires blue to exit 0 and no request to
 // fail. start starts the named worker with the socket at fd 3; the worker
-// must answer / with a body whose first word is that name.
+// must answer / with "worker NAME:" in the body.
 func swapUnderLoad(t *testing.T, start func(t *testing.T, name string, sock *os.File) *proc) {
 	ln := listenTCP(t)
 	sock := inheritable(t, ln)
