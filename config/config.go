@@ -2,6 +2,7 @@ package config
 
 import (
 	"runtime"
+	"sort"
 	"time"
 )
 
@@ -132,4 +133,14 @@ func DefaultApp(name string) *App {
 		KeepReleases:    5,
 		CleanupSchedule: "@daily",
 	}
+}
+
+// AppNames returns the app names, sorted.
+func (c *Config) AppNames() []string {
+	names := make([]string, 0, len(c.Apps))
+	for n := range c.Apps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }

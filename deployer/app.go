@@ -1,0 +1,272 @@
+package deployer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/releases"
+	"github.com/deployer/deployer/supervisor"
+	"gopkg.in/natefinch/lumberjack.v2"
+)
+
+// App is one configured application: its repository, releases, sockets and
+// live pool.
+type App struct {
+	cfg         *config.App
+	dir         string
+	repo        *Repo
+	store       *releases.Store
+	sockets     []*supervisor.Socket
+	workerLog   *lumberjack.Logger
+	log         *slog.Logger
+	lockTimeout time.Duration
+
+	lock     chan struct{} // the deploy lock: one holder at a time
+	holderMu sync.Mutex
+	holder   string // what holds the lock, for waiters
+
+	mu   sync.Mutex // guards live for readers; only the lock holder writes it
+	live *supervisor.Pool
+}
+
+// openApp prepares an app's directories and repository and opens its sockets.
+func openApp(dataDir string, cfg *config.App, git config.Git, log *slog.Logger) (*App, error) {
+	dir := filepath.Join(dataDir, "apps", cfg.Name)
+	store, err := releases.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
+	}
+	repo, err := InitRepo(filepath.Join(dir, "repo.git"), cfg.Branch)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
+	}
+	sockets, err := supervisor.ListenSockets(cfg.Name, cfg.Listen, 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
+	}
+	a := &App{
+		cfg: cfg, dir: dir, repo: repo, store: store, sockets: sockets,
+		workerLog: &lumberjack.Logger{
+			Filename: filepath.Join(dir, "logs", "workers.log"), MaxSize: 50, MaxBackups: 5,
+		},
+		log:         log.With("app", cfg.Name),
+		lockTimeout: git.LockTimeout,
+		lock:        make(chan struct{}, 1),
+	}
+	return a, nil
+}
+
+// Name is the app's name.
+func (a *App) Name() string { return a.cfg.Name }
+
+// Branch is the deploy branch.
+func (a *App) Branch() string { return a.cfg.Branch }
+
+// Repo is the app's bare repository.
+func (a *App) Repo() *Repo { return a.repo }
+
+// acquire takes the deploy lock for what, telling pr who holds it while it
+// waits, up to the lock timeout.
+func (a *App) acquire(ctx context.Context, pr *progress, what string) (func(), error) {
+	take := func() func() {
+		a.holderMu.Lock()
+		a.holder = fmt.Sprintf("%s (since %s)", what, time.Now().UTC().Format(time.TimeOnly))
+		a.holderMu.Unlock()
+		return func() { <-a.lock }
+	}
+	select {
+	case a.lock <- struct{}{}:
+		return take(), nil
+	default:
+	}
+	holder := func() string {
+		a.holderMu.Lock()
+		defer a.holderMu.Unlock()
+		return a.holder
+	}
+	pr.Step("Waiting for the deploy lock of %s: held by %s", a.cfg.Name, holder())
+	timeout := time.NewTimer(a.lockTimeout)
+	defer timeout.Stop()
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case a.lock <- struct{}{}:
+			return take(), nil
+		case <-tick.C:
+			pr.Info("still waiting: %s", holder())
+		case <-timeout.C:
+			return nil, fmt.Errorf("%w: %s; gave up after %s", ErrLockTimeout, holder(), a.lockTimeout)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (a *App) livePool() *supervisor.Pool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.live
+}
+
+func (a *App) setLive(p *supervisor.Pool) {
+	a.mu.Lock()
+	a.live = p
+	a.mu.Unlock()
+}
+
+// startCommand is the configured start, else the repo's Procfile web: line.
+func (a *App) startCommand(dir string) (string, error) {
+	if a.cfg.Start != "" {
+		return a.cfg.Start, nil
+	}
+	f, err := os.Open(filepath.Join(dir, "Procfile"))
+	if err != nil {
+		return "", fmt.Errorf("%w: set apps.%s.start or add a Procfile with a web: line", ErrNoStart, a.cfg.Name)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if cmd, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "web:"); ok && strings.TrimSpace(cmd) != "" {
+			return strings.TrimSpace(cmd), nil
+		}
+	}
+	return "", fmt.Errorf("%w: the Procfile has no web: line; set apps.%s.start", ErrNoStart, a.cfg.Name)
+}
+
+func (a *App) poolSpec(rel *releases.Release) supervisor.PoolSpec {
+	return supervisor.PoolSpec{
+		App: a.cfg.Name, Release: rel.ID, Revision: rel.Revision,
+		Dir: a.store.Dir(rel.ID), Start: rel.Start, Workers: rel.Workers, Env: rel.Env,
+		Sockets: a.sockets, MinUptime: a.cfg.Health.MinUptime,
+		StopSignal: a.cfg.Signal(), DrainTimeout: a.cfg.DrainTimeout,
+		Log: a.workerLog,
+	}
+}
+
+// commandEnv is the environment of the build and hooks of rel.
+func (a *App) buildEnv(rel *releases.Release, previous string) []string {
+	extra := map[string]string{}
+	for k, v := range a.cfg.Env {
+		extra[k] = v
+	}
+	extra["DEPLOYER_APP"] = a.cfg.Name
+	extra["DEPLOYER_RELEASE"] = rel.ID
+	extra["DEPLOYER_REVISION"] = rel.Revision
+	extra["DEPLOYER_PREVIOUS_RELEASE"] = previous
+	extra["DEPLOYER_RELEASE_DIR"] = a.store.Dir(rel.ID)
+	return commandEnv(extra)
+}
+
+// resume starts the pool of the current release, at daemon start.
+func (a *App) resume(ctx context.Context) error {
+	unlock, err := a.acquire(ctx, newProgress(nil), "daemon start")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	a.recover()
+	id, err := a.store.Current()
+	if errors.Is(err, releases.ErrNoCurrent) {
+		a.log.Info("no live release yet: push to deploy", "branch", a.cfg.Branch, "listen", a.cfg.Listen)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rel, err := a.store.Get(id)
+	if err != nil {
+		return err
+	}
+	a.applyConfig(rel)
+	pool, err := supervisor.StartPool(ctx, a.poolSpec(rel), a.cfg.Health.Timeout)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	a.setLive(pool)
+	a.log.Info("serving", "release", id, "revision", short(rel.Revision), "workers", rel.Workers)
+	return nil
+}
+
+// applyConfig sets what rel runs with from the app's configuration.
+func (a *App) applyConfig(rel *releases.Release) {
+	rel.Workers = a.cfg.Workers
+	rel.Env = a.cfg.Env
+	if a.cfg.Start != "" {
+		rel.Start = a.cfg.Start
+	}
+}
+
+// recover brings the disk back to a consistent state after a crash: a
+// release left building is marked failed and its tree removed, the current
+// release is marked live, and the deploy branch names the live revision.
+func (a *App) recover() {
+	list, err := a.store.List()
+	if err != nil {
+		a.log.Error("recover", "err", err)
+		return
+	}
+	cur, _ := a.store.Current()
+	for _, rel := range list {
+		switch {
+		case rel.Status == releases.Building:
+			rel.Status, rel.Reason = releases.Failed, "interrupted: the daemon stopped during the deploy"
+			os.RemoveAll(a.store.Dir(rel.ID))
+		case rel.ID == cur && rel.Status != releases.Live:
+			rel.Status = releases.Live
+		case rel.ID != cur && rel.Status == releases.Live:
+			rel.Status = releases.Retired
+		default:
+			continue
+		}
+		if err := a.store.Save(rel); err != nil {
+			a.log.Error("recover", "release", rel.ID, "err", err)
+			continue
+		}
+		a.log.Warn("recovered release state", "release", rel.ID, "status", rel.Status)
+		_ = a.store.Record(releases.Event{Event: "recover", Release: rel.ID, By: "deployer", Detail: string(rel.Status)})
+	}
+	if cur == "" {
+		return
+	}
+	live, err := a.store.Get(cur)
+	if err != nil {
+		return
+	}
+	ref := "refs/heads/" + a.cfg.Branch
+	if head, err := a.repo.Resolve(ref); err == nil && head != live.Revision {
+		if err := a.repo.UpdateRef(context.Background(), ref, live.Revision, head, "deployer: recover to live "+cur); err != nil {
+			a.log.Error("recover branch", "err", err)
+		} else {
+			a.log.Warn("moved the deploy branch back to the live release", "release", cur, "from", short(head))
+		}
+	}
+}
+
+// close drains the live pool and closes the sockets: daemon shutdown only.
+func (a *App) close() {
+	if p := a.livePool(); p != nil {
+		p.Stop()
+	}
+	supervisor.CloseSockets(a.sockets)
+	a.workerLog.Close()
+}
+
+func short(rev string) string {
+	if len(rev) > 7 {
+		return rev[:7]
+	}
+	return rev
+}
+
+var _ io.Writer = (*lumberjack.Logger)(nil)

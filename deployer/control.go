@@ -1,0 +1,187 @@
+package deployer
+
+import (
+	"bytes"
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+)
+
+// The control API is JSON over HTTP on the daemon's unix socket, which only
+// its owner may open. Long operations stream newline-delimited JSON
+// messages: {"out": "..."} for progress, then one {"error": "..."} or
+// {"ok": true}.
+type message struct {
+	Out   string `json:"out,omitempty"`
+	OK    bool   `json:"ok,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// ListenControl opens the control socket at path, owner-only.
+func ListenControl(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return ln, nil
+}
+
+// Handler serves the control API.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(d.Status())
+	})
+	mux.HandleFunc("POST /v1/apps/{app}/push", func(w http.ResponseWriter, r *http.Request) {
+		var p Push
+		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+			http.Error(w, "bad push: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		stream(w, func(out io.Writer) error { return d.Deploy(r.Context(), r.PathValue("app"), p, out) })
+	})
+	return mux
+}
+
+// stream runs op, sending what it writes as {"out"} messages and its result last.
+func stream(w http.ResponseWriter, op func(io.Writer) error) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	rc := http.NewResponseController(w)
+	sw := &messageWriter{enc: json.NewEncoder(w), flush: func() { _ = rc.Flush() }}
+	err := op(sw)
+	if err != nil {
+		sw.send(message{Error: err.Error()})
+		return
+	}
+	sw.send(message{OK: true})
+}
+
+type messageWriter struct {
+	mu    sync.Mutex
+	enc   *json.Encoder
+	flush func()
+}
+
+func (m *messageWriter) Write(b []byte) (int, error) {
+	if err := m.send(message{Out: string(b)}); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (m *messageWriter) send(msg message) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.enc.Encode(msg); err != nil {
+		return err
+	}
+	m.flush()
+	return nil
+}
+
+// Client talks to a daemon's control socket.
+type Client struct {
+	Socket string
+	http   *http.Client
+}
+
+// ErrDaemonDown means nothing listens on the control socket.
+var ErrDaemonDown = errors.New("deployer daemon is not running")
+
+// NewClient returns a client of the daemon at socket.
+func NewClient(socket string) *Client {
+	return &Client{Socket: socket, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://deployer"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w (socket %s): %w", ErrDaemonDown, c.Socket, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("daemon: %s: %s", resp.Status, b)
+	}
+	return resp, nil
+}
+
+// Push asks the daemon to deploy p, copying its progress to out. It returns
+// the deploy's error, if any.
+func (c *Client) Push(ctx context.Context, app string, p Push, out io.Writer) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/apps/"+app+"/push", p)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return readStream(resp.Body, out)
+}
+
+// Status fetches every app's status.
+func (c *Client) Status(ctx context.Context) ([]Status, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var s []Status
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// ErrStreamCut means the daemon's answer ended before a result.
+var ErrStreamCut = errors.New("the daemon's answer ended early")
+
+func readStream(r io.Reader, out io.Writer) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		var m message
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return fmt.Errorf("daemon answer: %w", err)
+		}
+		switch {
+		case m.Error != "":
+			return errors.New(m.Error)
+		case m.OK:
+			return nil
+		default:
+			io.WriteString(out, m.Out)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStreamCut, err)
+	}
+	return ErrStreamCut
+}

@@ -1,0 +1,184 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/supervisor"
+)
+
+// Daemon runs every configured app.
+type Daemon struct {
+	cfg  *config.Config
+	log  *slog.Logger
+	apps map[string]*App
+
+	ctx    context.Context // deploys run on it, not on the pusher's
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // running deploys
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// New opens every app: directories, repositories and held sockets. It does
+// not start any worker; Start does.
+func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "apps"), 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Daemon{cfg: cfg, log: log, apps: map[string]*App{}, ctx: ctx, cancel: cancel}
+	for _, name := range cfg.AppNames() {
+		a, err := openApp(cfg.DataDir, cfg.Apps[name], cfg.Git, log)
+		if err != nil {
+			d.closeApps()
+			cancel()
+			return nil, err
+		}
+		d.apps[name] = a
+	}
+	return d, nil
+}
+
+// Start brings up each app's live release. An app that fails to start is
+// logged and left without workers; the others start regardless.
+func (d *Daemon) Start() {
+	var wg sync.WaitGroup
+	for _, a := range d.apps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.resume(d.ctx); err != nil {
+				a.log.Error("could not start the live release", "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// App returns the named app.
+func (d *Daemon) App(name string) (*App, error) {
+	a, ok := d.apps[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownApp, name)
+	}
+	return a, nil
+}
+
+// Deploy deploys p to app, writing progress to out until ctx ends. The
+// deploy itself runs on the daemon's context: if ctx ends first (the pusher
+// went away), Deploy returns ctx's error and the deploy carries on.
+func (d *Daemon) Deploy(ctx context.Context, app string, p Push, out io.Writer) error {
+	a, err := d.App(app)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	d.wg.Add(1)
+	d.mu.Unlock()
+	w := &detachable{w: out}
+	done := make(chan error, 1)
+	go func() {
+		defer d.wg.Done()
+		done <- a.deploy(d.ctx, p, w)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		w.detach()
+		a.log.Info("pusher disconnected; the deploy continues", "revision", short(p.New))
+		return ctx.Err()
+	}
+}
+
+// Status of one app.
+type Status struct {
+	App     string                    `json:"app"`
+	Branch  string                    `json:"branch"`
+	Listen  []string                  `json:"listen"`
+	Live    string                    `json:"live"`
+	Workers []supervisor.WorkerStatus `json:"workers"`
+}
+
+// Status reports every app, by name.
+func (d *Daemon) Status() []Status {
+	var out []Status
+	for _, name := range d.cfg.AppNames() {
+		a := d.apps[name]
+		s := Status{App: name, Branch: a.cfg.Branch, Listen: a.cfg.Listen, Workers: []supervisor.WorkerStatus{}}
+		s.Live, _ = a.store.Current()
+		if p := a.livePool(); p != nil {
+			s.Workers = p.Status()
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Shutdown stops new deploys, waits for running ones until ctx ends (then
+// cancels them), drains every pool and closes the sockets.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	waited := make(chan struct{})
+	go func() { d.wg.Wait(); close(waited) }()
+	var err error
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		err = fmt.Errorf("shutdown: cancelled running deploys: %w", ctx.Err())
+		d.cancel()
+		<-waited
+	}
+	d.cancel()
+	d.closeApps()
+	return err
+}
+
+func (d *Daemon) closeApps() {
+	var wg sync.WaitGroup
+	for _, a := range d.apps {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.close() }()
+	}
+	wg.Wait()
+}
+
+// detachable forwards writes until detached, then drops them, so a deploy
+// can outlive the request that started it.
+type detachable struct {
+	mu       sync.Mutex
+	w        io.Writer
+	detached bool
+}
+
+func (d *detachable) Write(b []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.detached {
+		return 0, errDetached
+	}
+	return d.w.Write(b)
+}
+
+func (d *detachable) detach() {
+	d.mu.Lock()
+	d.detached = true
+	d.mu.Unlock()
+}
+
+var errDetached = errors.New("pusher disconnected")

@@ -1,0 +1,18 @@
+package deployer
+
+import "errors"
+
+var (
+	// ErrUnknownApp means no app of that name is configured.
+	ErrUnknownApp = errors.New("unknown app")
+	// ErrLockTimeout means another deploy held the app's lock too long.
+	ErrLockTimeout = errors.New("another deploy is in progress")
+	// ErrBuild means the build command failed.
+	ErrBuild = errors.New("build failed")
+	// ErrNoStart means neither start nor a Procfile web: line was found.
+	ErrNoStart = errors.New("no start command")
+	// ErrRefMoved means the deploy branch changed under the deploy.
+	ErrRefMoved = errors.New("deploy branch moved")
+	// ErrClosed means the daemon is shutting down.
+	ErrClosed = errors.New("daemon is shutting down")
+)
