@@ -60,8 +60,8 @@ func Serve(srv *http.Server, ln net.Listener, opts ...Option) error {
 // ServeAll serves srv on every listener in lns, sends READY=1 (see [Notify]),
 // and on the stop signal drains and returns nil:
 //
-//  1. it sends STOPPING=1 and closes lns, this process's copies of the
-//     sockets (the other workers keep accepting on them);
+//  1. it closes lns, this process's copies of the sockets (the other
+//     workers keep accepting on them), and sends STOPPING=1;
 //  2. from then on every response carries "Connection: close", so a
 //     keep-alive client closes its connection after its next request
 //     instead of racing a server-side close;
@@ -108,7 +108,7 @@ func ServeAll(srv *http.Server, lns []net.Listener, opts ...Option) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-stop:
 	}
-	return d.run(srv, lns, stop, o)
+	return d.run(srv, lns, served, stop, o)
 }
 
 // drain tracks the server's connections and marks its responses once the
@@ -167,13 +167,18 @@ func (d *drain) idle() bool {
 }
 
 // run performs the drain described on ServeAll.
-func (d *drain) run(srv *http.Server, lns []net.Listener, stop <-chan os.Signal, o options) error {
+func (d *drain) run(srv *http.Server, lns []net.Listener, served <-chan error, stop <-chan os.Signal, o options) error {
 	d.draining.Store(true)
-	_ = Notify("STOPPING=1") // best effort: the daemon is stopping us anyway
 	for _, ln := range lns {
 		// Close, never shutdown(2): this closes only our descriptor.
 		ln.Close()
 	}
+	// Each accept loop now ends; wait for them so that Shutdown does not
+	// close the listeners a second time and report that as its error.
+	for range lns {
+		<-served
+	}
+	_ = Notify("STOPPING=1") // best effort: the daemon is stopping us anyway
 
 	grace := time.NewTimer(o.grace)
 	defer grace.Stop()
