@@ -122,3 +122,15 @@ func TestNoFileMeansDefaultsWithNoApps(t *testing.T) {
 		t.Fatalf("got %+v", c)
 	}
 }
+
+func TestRelativePathsAreRelativeToTheConfigFile(t *testing.T) {
+	p := writeConfig(t, "d.yaml", "data_dir: data\ngit: {tokens_file: tokens}\n")
+	t.Chdir(t.TempDir())
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != filepath.Join(filepath.Dir(p), "data") || c.Git.TokensFile != filepath.Join(filepath.Dir(p), "tokens") {
+		t.Fatalf("data_dir %s, tokens_file %s", c.DataDir, c.Git.TokensFile)
+	}
+}

@@ -9,7 +9,8 @@
 //   - every key in the file was known (unknown keys are an error naming the key);
 //   - every duration, size, signal, cron spec and address parsed;
 //   - app names match [a-z0-9][a-z0-9-]* and no listen address is used twice;
-//   - relative paths were made absolute against the working directory.
+//   - relative paths were made absolute against the config file's directory
+//     (the working directory when there is no file).
 //
 // Every error names the offending key, in dotted form: "apps.hello.health.timeout: ...".
 package config

@@ -82,13 +82,13 @@ func Load(file string) (*Config, error) {
 	if cfg.Apps == nil {
 		cfg.Apps = map[string]*App{}
 	}
+	cfg.File = file
 	for name, app := range cfg.Apps {
 		app.Name = name
 		// viper lower-cases map keys; environment variable names are
 		// case-sensitive, so env comes from the file as written.
 		app.Env = envOf(rawApps[name])
 	}
-	cfg.File = file
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("data_dir: must not be empty")
 	}
 	var err error
-	if c.DataDir, err = filepath.Abs(c.DataDir); err != nil {
+	if c.DataDir, err = c.abs(c.DataDir); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
@@ -37,7 +37,7 @@ func (c *Config) Validate() error {
 		if *p.val == "" {
 			continue
 		}
-		if *p.val, err = filepath.Abs(*p.val); err != nil {
+		if *p.val, err = c.abs(*p.val); err != nil {
 			return fmt.Errorf("%s: %w", p.key, err)
 		}
 	}
@@ -82,6 +82,20 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// abs resolves a relative path against the config file's directory, or the
+// working directory when there is no file, so the daemon finds the same
+// files whatever directory it is started from.
+func (c *Config) abs(p string) (string, error) {
+	if filepath.IsAbs(p) || c.File == "" {
+		return filepath.Abs(p)
+	}
+	dir, err := filepath.Abs(filepath.Dir(c.File))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, p), nil
 }
 
 func (a *App) validate(key string, claim func(key, addr string) error) error {

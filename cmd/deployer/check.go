@@ -1,0 +1,34 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/deployer/deployer/config"
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+)
+
+func checkCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check",
+		Short: "validate the config and print the effective settings",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			file, _ := cmd.Flags().GetString("config")
+			cfg, err := config.Load(file)
+			if err != nil {
+				return err
+			}
+			out, err := yaml.Marshal(cfg)
+			if err != nil {
+				return err
+			}
+			src := cfg.File
+			if src == "" {
+				src = "built-in defaults"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "# %s: ok\n%s", src, out)
+			return nil
+		},
+	}
+}

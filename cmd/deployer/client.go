@@ -1,0 +1,107 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/hooks"
+	"github.com/spf13/cobra"
+)
+
+// socketPath is DEPLOYER_SOCKET, else data_dir/deployer.sock of the config.
+func socketPath(cmd *cobra.Command) (string, error) {
+	if s := os.Getenv("DEPLOYER_SOCKET"); s != "" {
+		return s, nil
+	}
+	file, _ := cmd.Flags().GetString("config")
+	cfg, err := config.Load(file)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(cfg.DataDir, "deployer.sock"), nil
+}
+
+func statusCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "status [APP]",
+		Short: "apps, live release and workers",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sock, err := socketPath(cmd)
+			if err != nil {
+				return err
+			}
+			all, err := deployer.NewClient(sock).Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var st []deployer.Status
+			for _, s := range all {
+				if len(args) == 0 || s.App == args[0] {
+					st = append(st, s)
+				}
+			}
+			if len(args) == 1 && len(st) == 0 {
+				return fmt.Errorf("no app %q", args[0])
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "APP\tLIVE\tLISTEN\tWORKER\tPID\tRELEASE\tSTATE\tUPTIME\tRESTARTS")
+			for _, s := range st {
+				live := s.Live
+				if live == "" {
+					live = "-"
+				}
+				if len(s.Workers) == 0 {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\n", s.App, live, strings.Join(s.Listen, ","))
+				}
+				for _, w := range s.Workers {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%d\n", s.App, live, strings.Join(s.Listen, ","),
+						w.Index, w.PID, w.Release, w.State, time.Since(w.Started).Round(time.Second), w.Restarts)
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func hookCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "hook proc-receive",
+		Short:  "git's proc-receive hook (run by git, not by hand)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != "proc-receive" {
+				return usageError{fmt.Errorf("unknown hook %q", args[0])}
+			}
+			return hooks.ProcReceive(cmd.Context(), os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+		},
+	}
+}
+
+func tokenCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "token NAME TOKEN",
+		Short: "print the tokens_file line for a pusher NAME with TOKEN",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fmt.Fprintln(cmd.OutOrStdout(), hooks.HashToken(args[0], args[1]))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,34 @@
+// Command deployer is the deployer daemon and its client (SPEC §2).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// usageError marks bad command-line use: exit code 2.
+type usageError struct{ error }
+
+func main() {
+	root := &cobra.Command{
+		Use:           "deployer",
+		Short:         "zero-downtime git push deploys",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringP("config", "c", "", "config file (default ./deployer.yaml, then /etc/deployer/deployer.yaml)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(serveCmd(), checkCmd(), statusCmd(), hookCmd(), tokenCmd())
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "deployer:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/hooks"
+	"github.com/spf13/cobra"
+)
+
+func serveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "run the daemon: git receivers, worker pools, control socket",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			file, _ := cmd.Flags().GetString("config")
+			cfg, err := config.Load(file)
+			if err != nil {
+				return err
+			}
+			return serve(cfg)
+		},
+	}
+}
+
+func newLogger(cfg *config.Config) *slog.Logger {
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}
+
+func serve(cfg *config.Config) error {
+	log := newLogger(cfg)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	hookDir := filepath.Join(cfg.DataDir, "hooks")
+	if err := os.MkdirAll(hookDir, 0o700); err != nil {
+		return fmt.Errorf("hooks dir: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(hookDir, "proc-receive"), []byte(hooks.HookScript(exe)), 0o700); err != nil {
+		return fmt.Errorf("write hook: %w", err)
+	}
+
+	d, err := deployer.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	sock := filepath.Join(cfg.DataDir, "deployer.sock")
+	ctl, err := deployer.ListenControl(sock)
+	if err != nil {
+		d.Shutdown(context.Background())
+		return err
+	}
+	ctlSrv := &http.Server{Handler: d.Handler()}
+	go ctlSrv.Serve(ctl)
+
+	var gitSrv *http.Server
+	if cfg.Git.HTTPListen != "" {
+		ln, err := net.Listen("tcp", cfg.Git.HTTPListen)
+		if err != nil {
+			ctlSrv.Close()
+			d.Shutdown(context.Background())
+			return fmt.Errorf("git.http_listen: %w", err)
+		}
+		gitSrv = &http.Server{
+			Handler: &hooks.HTTP{
+				Apps: d, Tokens: hooks.Tokens{File: cfg.Git.TokensFile}, Socket: sock, HookDir: hookDir,
+				MaxPack: int64(cfg.Git.MaxPackSize), Log: log, AuthDelay: 300 * time.Millisecond,
+			},
+			ReadHeaderTimeout: 30 * time.Second,
+		}
+		go func() {
+			var err error
+			if cfg.Git.TLSCert != "" {
+				err = gitSrv.ServeTLS(ln, cfg.Git.TLSCert, cfg.Git.TLSKey)
+			} else {
+				err = gitSrv.Serve(ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				log.Error("git http", "err", err)
+			}
+		}()
+		if cfg.Git.TokensFile == "" {
+			log.Warn("git.tokens_file is not set: every HTTP push will be refused")
+		}
+	}
+	pidFile := filepath.Join(cfg.DataDir, "deployer.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		log.Error("pid file", "err", err)
+	}
+	log.Info("deployer started", "pid", os.Getpid(), "git_http", cfg.Git.HTTPListen, "socket", sock, "data_dir", cfg.DataDir, "config", cfg.File)
+	if len(cfg.Apps) == 0 {
+		log.Info("no apps configured: add one under apps: in deployer.yaml (see README), then restart")
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGHUP)
+	started := make(chan struct{})
+	go func() { d.Start(); close(started) }()
+	for sig := range sigs {
+		if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+			log.Info("stopping: draining workers (signal again to force)", "signal", sig.String())
+			break
+		}
+		log.Warn("signal not handled yet", "signal", sig.String())
+	}
+	go func() {
+		<-sigs
+		log.Warn("forced stop")
+		os.Exit(1)
+	}()
+	if gitSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		gitSrv.Shutdown(ctx)
+		cancel()
+	}
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = d.Shutdown(ctx)
+	ctlSrv.Close()
+	os.Remove(sock)
+	os.Remove(pidFile)
+	log.Info("stopped")
+	return err
+}

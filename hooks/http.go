@@ -1,0 +1,191 @@
+package hooks
+
+import (
+	"compress/gzip"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/deployer/deployer/deployer"
+)
+
+// Apps finds the app a repository URL names.
+type Apps interface {
+	App(name string) (*deployer.App, error)
+}
+
+// HTTP serves git's smart-HTTP protocol for every app:
+// /APP.git/info/refs, /APP.git/git-upload-pack, /APP.git/git-receive-pack.
+type HTTP struct {
+	Apps    Apps
+	Tokens  Tokens
+	Socket  string // the daemon's control socket, for the hook
+	HookDir string // core.hooksPath: holds proc-receive
+	MaxPack int64  // receive.maxInputSize
+	Log     *slog.Logger
+	// AuthDelay slows down each failed authentication.
+	AuthDelay time.Duration
+}
+
+var services = map[string]bool{"git-upload-pack": true, "git-receive-pack": true}
+
+func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name, action, ok := splitPath(r.URL.Path)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	_, token, _ := r.BasicAuth()
+	pusher, authed := h.Tokens.Check(token)
+	if !authed {
+		h.Log.Warn("git: authentication failed", "peer", r.RemoteAddr, "path", r.URL.Path)
+		time.Sleep(h.AuthDelay) // slows down guessing; bounded and constant
+		w.Header().Set("WWW-Authenticate", `Basic realm="deployer"`)
+		http.Error(w, "authentication required: use a token from the tokens file as the password", http.StatusUnauthorized)
+		return
+	}
+	app, err := h.Apps.App(name)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("no app %q here", name), http.StatusNotFound)
+		return
+	}
+	switch {
+	case action == "info/refs" && r.Method == http.MethodGet:
+		svc := r.URL.Query().Get("service")
+		if !services[svc] {
+			http.Error(w, "dumb HTTP is not supported: use a git client >= 1.6.6", http.StatusForbidden)
+			return
+		}
+		h.infoRefs(w, r, app, svc, pusher)
+	case services[action] && r.Method == http.MethodPost:
+		h.rpc(w, r, app, action, pusher)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// splitPath turns "/hello.git/info/refs" into ("hello", "info/refs").
+func splitPath(p string) (app, action string, ok bool) {
+	p = strings.TrimPrefix(p, "/")
+	for _, a := range []string{"info/refs", "git-upload-pack", "git-receive-pack"} {
+		if rest, found := strings.CutSuffix(p, "/"+a); found {
+			rest = strings.TrimSuffix(rest, ".git")
+			if rest == "" || strings.Contains(rest, "/") {
+				return "", "", false
+			}
+			return rest, a, true
+		}
+	}
+	return "", "", false
+}
+
+// gitCmd is git running service for app, with the deploy branch routed to
+// the proc-receive hook.
+func (h *HTTP) gitCmd(r *http.Request, app *deployer.App, svc, pusher string, args ...string) *exec.Cmd {
+	ref := "refs/heads/" + app.Branch()
+	full := []string{
+		"-c", "core.hooksPath=" + h.HookDir,
+		"-c", "receive.procReceiveRefs=" + ref,
+		"-c", "receive.maxInputSize=" + strconv.FormatInt(h.MaxPack, 10),
+		"-c", "receive.fsckObjects=true",
+		"-c", "uploadpack.allowFilter=true",
+		strings.TrimPrefix(svc, "git-"),
+	}
+	full = append(full, args...)
+	full = append(full, app.Repo().Path())
+	cmd := exec.CommandContext(r.Context(), "git", full...)
+	cmd.Env = append(commandEnv(),
+		EnvSocket+"="+h.Socket,
+		EnvApp+"="+app.Name(),
+		EnvBranch+"="+app.Branch(),
+		EnvPusher+"="+pusher,
+		EnvReceiveStart+"="+strconv.FormatInt(time.Now().UnixNano(), 10),
+	)
+	if proto := r.Header.Get("Git-Protocol"); proto != "" {
+		cmd.Env = append(cmd.Env, "GIT_PROTOCOL="+proto)
+	}
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+func (h *HTTP) infoRefs(w http.ResponseWriter, r *http.Request, app *deployer.App, svc, pusher string) {
+	cmd := h.gitCmd(r, app, svc, pusher, "--stateless-rpc", "--advertise-refs")
+	out, err := cmd.Output()
+	if err != nil {
+		h.Log.Error("git: advertise refs", "app", app.Name(), "err", err)
+		http.Error(w, "git failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-"+svc+"-advertisement")
+	w.Header().Set("Cache-Control", "no-cache")
+	if !strings.Contains(r.Header.Get("Git-Protocol"), "version=2") {
+		writePkt(w, "# service="+svc+"\n")
+		writeFlush(w)
+	}
+	w.Write(out)
+}
+
+func (h *HTTP) rpc(w http.ResponseWriter, r *http.Request, app *deployer.App, svc, pusher string) {
+	body := io.Reader(r.Body)
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		gz, err := gzip.NewReader(r.Body)
+		if err != nil {
+			http.Error(w, "bad gzip body", http.StatusBadRequest)
+			return
+		}
+		defer gz.Close()
+		body = gz
+	}
+	cmd := h.gitCmd(r, app, svc, pusher, "--stateless-rpc")
+	cmd.Stdin = body
+	w.Header().Set("Content-Type", "application/x-"+svc+"-result")
+	w.Header().Set("Cache-Control", "no-cache")
+	cmd.Stdout = &flushWriter{w: w, rc: http.NewResponseController(w)}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		h.Log.Warn("git: "+svc, "app", app.Name(), "peer", r.RemoteAddr, "err", err, "stderr", strings.TrimSpace(stderr.String()))
+		return
+	}
+	h.Log.Info("git: "+svc, "app", app.Name(), "pusher", pusher, "seconds", time.Since(start).Seconds())
+}
+
+// flushWriter sends each chunk at once, so "remote:" progress is live.
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f *flushWriter) Write(b []byte) (int, error) {
+	n, err := f.w.Write(b)
+	if err == nil {
+		err = f.rc.Flush()
+	}
+	return n, err
+}
+
+// commandEnv is the daemon's environment without deployer variables.
+func commandEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "DEPLOYER_") || strings.HasPrefix(kv, "GIT_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// HookScript is the proc-receive hook: the deployer binary itself.
+func HookScript(exe string) string {
+	return "#!/bin/sh\nexec " + shellQuote(exe) + " hook proc-receive\n"
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
