@@ -22,8 +22,8 @@ if (env.NOTIFY_SOCKET) {
 }
 for (const k of ['LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES']) delete env[k];
 
-const answer = `hello from ${env.DEPLOYER_RELEASE} (${(env.DEPLOYER_REVISION || '').slice(0, 7)}) ` +
-  `worker ${env.DEPLOYER_WORKER}: ${env.GREETING || 'hi'}\n`;
+const answer = `hello from ${env.DEPLOYER_RELEASE || ''} (${(env.DEPLOYER_REVISION || '').slice(0, 7)}) ` +
+  `worker ${env.DEPLOYER_WORKER || ''}: ${env.GREETING || 'hi'}\n`;
 
 let draining = false;
 const server = http.createServer((req, res) => {
