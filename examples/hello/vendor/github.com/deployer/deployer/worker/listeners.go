@@ -22,7 +22,9 @@ const firstFD = 3
 // and the inherited descriptors become close-on-exec, so a program the app
 // runs inherits neither. Each returned listener holds this process's own
 // duplicate of the socket: closing it leaves the socket open and accepting
-// for the other workers. The socket's blocking mode is left as it is.
+// for the other workers. A non-blocking socket, as the daemon passes it,
+// stays non-blocking; nothing here switches it to blocking mode, which would
+// switch it for every worker.
 //
 // Without LISTEN_FDS it returns an error wrapping [ErrNoSockets]; with a
 // LISTEN_PID that is not this process, one wrapping [ErrNotOurSockets].

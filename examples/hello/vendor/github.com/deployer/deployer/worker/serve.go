@@ -101,10 +101,10 @@ func ServeAll(srv *http.Server, lns []net.Listener, opts ...Option) error {
 	}
 	select {
 	case err := <-served:
-		srv.Close()
 		if errors.Is(err, http.ErrServerClosed) {
-			return err // shut down by the caller, as net/http reports it
+			return err // the caller shut srv down; net/http reports it so
 		}
+		srv.Close()
 		return fmt.Errorf("serve: %w", err)
 	case <-stop:
 	}
