@@ -142,7 +142,7 @@ func TestPushWithoutValidCredentialsIsRefused(t *testing.T) {
 	}
 	for name, c := range map[string]struct {
 		user, pass, path string
-		code            int
+		code             int
 	}{
 		"no token":    {"", "", "/hello.git/info/refs?service=git-receive-pack", 401},
 		"wrong token": {"alice", "nope", "/hello.git/info/refs?service=git-receive-pack", 401},
