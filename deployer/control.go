@@ -101,7 +101,7 @@ type Client struct {
 }
 
 // ErrDaemonDown means nothing listens on the control socket.
-var ErrDaemonDown = errors.New("deployer daemon is not running")
+var ErrDaemonDown = errors.New("the deployer daemon is not running")
 
 // NewClient returns a client of the daemon at socket.
 func NewClient(socket string) *Client {
@@ -128,7 +128,10 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w (socket %s): %w", ErrDaemonDown, c.Socket, err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: no answer on %s", ErrDaemonDown, c.Socket)
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()

@@ -12,7 +12,7 @@ func checkCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "check",
 		Short: "validate the config and print the effective settings",
-		Args:  cobra.NoArgs,
+		Args:  usage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			file, _ := cmd.Flags().GetString("config")
 			cfg, err := config.Load(file)

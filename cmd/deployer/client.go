@@ -33,7 +33,7 @@ func statusCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "status [APP]",
 		Short: "apps, live release and workers",
-		Args:  cobra.MaximumNArgs(1),
+		Args:  usage(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sock, err := socketPath(cmd)
 			if err != nil {
@@ -84,7 +84,7 @@ func hookCmd() *cobra.Command {
 		Use:    "hook proc-receive",
 		Short:  "git's proc-receive hook (run by git, not by hand)",
 		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Args:   usage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] != "proc-receive" {
 				return usageError{fmt.Errorf("unknown hook %q", args[0])}
@@ -98,7 +98,7 @@ func tokenCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "token NAME TOKEN",
 		Short: "print the tokens_file line for a pusher NAME with TOKEN",
-		Args:  cobra.ExactArgs(2),
+		Args:  usage(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fmt.Fprintln(cmd.OutOrStdout(), hooks.HashToken(args[0], args[1]))
 			return nil

@@ -21,6 +21,13 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringP("config", "c", "", "config file (default ./deployer.yaml, then /etc/deployer/deployer.yaml)")
+	root.Args = cobra.ArbitraryArgs
+	root.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("unknown command %q; see deployer --help", args[0])}
+		}
+		return usageError{errors.New("missing command; see deployer --help")}
+	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(serveCmd(), checkCmd(), statusCmd(), hookCmd(), tokenCmd())
 	if err := root.ExecuteContext(context.Background()); err != nil {
@@ -30,5 +37,15 @@ func main() {
 			os.Exit(2)
 		}
 		os.Exit(1)
+	}
+}
+
+// usage makes an argument-count error a usage error (exit 2).
+func usage(v cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := v(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
 	}
 }
