@@ -38,6 +38,9 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 	if err != nil {
 		return err
 	}
+	if p.Old, err = a.checkBase(p); err != nil {
+		return err
+	}
 	rel := &releases.Release{
 		Revision: p.New, Branch: a.cfg.Branch, Pusher: p.Pusher, Message: subject(commit),
 	}
@@ -138,6 +141,29 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 		Detail: fmt.Sprintf("%s %s", short(p.New), rel.Message)})
 	a.log.Info("deployed", "release", rel.ID, "revision", short(p.New), "by", p.Pusher, "seconds", total.Seconds())
 	return nil
+}
+
+// checkBase returns the branch value the cut-over must replace. If another
+// deploy moved the branch while this push waited for the lock, the push still
+// deploys when it builds on what is live now (a fast-forward); otherwise it
+// would silently undo that deploy, so it is refused.
+func (a *App) checkBase(p Push) (string, error) {
+	cur, err := a.repo.Resolve(p.Ref)
+	if err != nil {
+		cur = ZeroRev
+	}
+	if cur == p.Old || cur == ZeroRev && p.Old == ZeroRev {
+		return p.Old, nil
+	}
+	ok, err := a.repo.IsAncestor(cur, p.New)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("%w: %s is now at %s, which %s does not contain; fetch, merge and push again",
+			ErrRefMoved, a.cfg.Branch, short(cur), short(p.New))
+	}
+	return cur, nil
 }
 
 // retire marks the previously live release retired.

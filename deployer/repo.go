@@ -87,3 +87,19 @@ func subject(c *object.Commit) string {
 	s, _, _ := strings.Cut(strings.TrimSpace(c.Message), "\n")
 	return s
 }
+
+// IsAncestor reports whether commit a is an ancestor of (or equal to) b.
+func (r *Repo) IsAncestor(a, b string) (bool, error) {
+	if a == b {
+		return true, nil
+	}
+	repo, cb, err := r.Commit(b)
+	if err != nil {
+		return false, err
+	}
+	ca, err := repo.CommitObject(plumbing.NewHash(a))
+	if err != nil {
+		return false, fmt.Errorf("read commit %s: %w", short(a), err)
+	}
+	return ca.IsAncestor(cb)
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -257,5 +258,104 @@ func TestDaemonRestartServesTheLiveReleaseAgain(t *testing.T) {
 	}
 	if d.branch() != rev {
 		t.Fatal("branch changed across restart")
+	}
+}
+
+// TestSecondPushWaitsForTheLockThenDeploys: while one deploy builds, a
+// second push to the same app waits, says who holds the lock, and deploys
+// once the first is done.
+func TestSecondPushWaitsForTheLockThenDeploys(t *testing.T) {
+	gate := t.TempDir()
+	d := newDaemon(t, "")
+	r := newAppRepo(t)
+	r.mustPush(d)
+	// From here on, builds announce themselves and wait for the gate.
+	d.stop()
+	cfg, _ := os.ReadFile(d.config)
+	slow := strings.Replace(string(cfg), `build: "go build -o bin/hello ."`,
+		`build: "touch `+gate+`/building; while [ ! -e `+gate+`/open ]; do sleep 0.05; done; go build -o bin/hello ."`, 1)
+	os.WriteFile(d.config, []byte(slow), 0o644)
+	d.start()
+
+	revA := r.commit("A", map[string]string{"message.txt": "A"})
+	first := make(chan error, 1)
+	go func() { _, err := r.push(d.url(testToken)); first <- err }()
+	waitFor(t, 30*time.Second, "the first build to start", func() bool {
+		_, err := os.Stat(filepath.Join(gate, "building"))
+		return err == nil
+	})
+	// A second working copy builds on A, as a teammate who pulled would.
+	r2 := &appRepo{t: t, dir: filepath.Join(t.TempDir(), "hello2")}
+	r.git("clone", "-q", r.dir, r2.dir)
+	revB := r2.commit("B", map[string]string{"message.txt": "B"})
+	var out lockedBuffer
+	second := make(chan error, 1)
+	go func() {
+		cmd := exec.Command("git", "push", d.url(testToken), "main")
+		cmd.Dir, cmd.Stdout, cmd.Stderr = r2.dir, &out, &out
+		second <- cmd.Run()
+	}()
+	waitFor(t, 30*time.Second, "the second push to report the lock holder", func() bool {
+		return strings.Contains(out.String(), "Waiting for the deploy lock of hello: held by deploy of "+revA[:7]+" pushed by alice")
+	})
+	os.WriteFile(filepath.Join(gate, "open"), nil, 0o644)
+	if err := <-first; err != nil {
+		t.Fatalf("first push: %v", err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("second push: %v\n%s", err, out.String())
+	}
+	if d.branch() != revB {
+		t.Fatalf("branch %s, want B %s", d.branch(), revB)
+	}
+	if body, err := d.get(); err != nil || !strings.HasPrefix(body, "hello from v3") || !strings.Contains(body, "B") {
+		t.Fatalf("got %q %v, want v3 with B", body, err)
+	}
+}
+
+// TestPushedTreeCannotWriteOutsideTheRelease pushes trees crafted with git
+// plumbing — a symlink to an outside directory plus a directory of the same
+// name beneath which a file would land, and a ".." entry — and checks that
+// each push is rejected, no release is made and nothing is written outside.
+func TestPushedTreeCannotWriteOutsideTheRelease(t *testing.T) {
+	d := newDaemon(t, "")
+	r := newAppRepo(t)
+	r.mustPush(d)
+	outside := t.TempDir()
+	hash := func(stdin, args string) string {
+		cmd := exec.Command("sh", "-c", "git "+args)
+		cmd.Dir, cmd.Stdin = r.dir, strings.NewReader(stdin)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("git %s: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	blob := hash("pwned\n", "hash-object -w --stdin")
+	link := hash(outside, "hash-object -w --stdin")
+	inner := hash("100644 blob "+blob+"\tpwned\n", "mktree")
+	base := r.git("rev-parse", "HEAD^{tree}")
+	baseEntries := r.git("ls-tree", base)
+	for name, extra := range map[string]string{
+		"symlink then directory": "120000 blob " + link + "\tevil\n040000 tree " + inner + "\tevil\n",
+		"dot-dot entry":          "040000 tree " + inner + "\t..\n",
+	} {
+		tree := hash(baseEntries+"\n"+extra, "mktree")
+		commit := hash("", "commit-tree "+tree+" -p HEAD -m crafted")
+		cmd := exec.Command("git", "push", d.url(testToken), commit+":refs/heads/main")
+		cmd.Dir = r.dir
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("%s: crafted push accepted:\n%s", name, out)
+		}
+		if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+			t.Fatalf("%s: wrote outside the release: %v", name, entries)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d.dir, "data/apps/hello/releases/v2")); err == nil {
+		t.Fatal("a crafted push made a release")
+	}
+	if body, err := d.get(); err != nil || !strings.HasPrefix(body, "hello from v1") {
+		t.Fatalf("live app changed: %q %v", body, err)
 	}
 }
