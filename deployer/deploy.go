@@ -86,39 +86,81 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 		return a.failed(pr, rel, "save", err)
 	}
 
-	// Preflight: never on a live socket.
-	t = time.Now()
+	times, err := a.goLive(ctx, pr, rel, cutover{
+		ref: p.Ref, from: p.Old, to: p.New, previous: previous, retireAs: releases.Retired,
+	})
+	if err != nil {
+		return a.failed(pr, rel, times.step, err)
+	}
+	total := time.Since(start)
+	pr.Step("Deployed %s in %s (receive %s, checkout %s, build %s, preflight %s, green %s, swap %s)",
+		rel.ID, secs(total+p.Received), secs(p.Received), secs(checkout), secs(build), secs(times.preflight),
+		secs(times.green), secs(times.swap))
+	_ = a.store.Record(releases.Event{Event: "deploy", Release: rel.ID, From: previous, By: p.Pusher,
+		Detail: fmt.Sprintf("%s %s", short(p.New), rel.Message), Seconds: total.Seconds()})
+	a.log.Info("deployed", "release", rel.ID, "revision", short(p.New), "by", p.Pusher, "seconds", total.Seconds())
+	return nil
+}
+
+// cutover says what going live changes besides the pool and current.
+type cutover struct {
+	ref      string          // the deploy branch; "" leaves it alone (reload)
+	from, to string          // compare-and-swap of ref
+	previous string          // the release live before, "" if none
+	retireAs releases.Status // what previous becomes: retired, or rolled-back
+}
+
+// liveTimes are the durations of the steps of goLive, and the step it failed at.
+type liveTimes struct {
+	preflight, green, swap time.Duration
+	step                   string
+}
+
+// goLive puts rel live through the health gate: preflight on a private
+// socket, green on the shared sockets, then cut-over (branch, current, blue
+// retired). On any failure green is stopped and nothing else has changed.
+// The caller holds the deploy lock.
+func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c cutover) (liveTimes, error) {
+	var lt liveTimes
+	t := time.Now()
 	spec := a.poolSpec(rel)
 	if a.cfg.Health.Preflight {
+		lt.step = "preflight"
 		pr.Step("Preflight: one %s worker on a private socket, probing %s", rel.ID, a.probeName())
 		probe := supervisor.Probe{HTTPPath: a.cfg.Health.HTTP, Timeout: a.cfg.Health.Timeout}
 		if err := supervisor.Preflight(ctx, spec, probe); err != nil {
-			return a.failed(pr, rel, "preflight", err)
+			return lt, err
 		}
 		pr.Step("Preflight passed (%s)", secs(time.Since(t)))
 	}
-	preflight := time.Since(t)
+	lt.preflight = time.Since(t)
 
-	// Green.
 	t = time.Now()
+	lt.step = "green"
 	pr.Step("Starting %d green workers of %s (each must stay up %s)", rel.Workers, rel.ID, a.cfg.Health.MinUptime)
 	green, err := supervisor.StartPool(ctx, spec, a.cfg.Health.Timeout)
 	if err != nil {
-		return a.failed(pr, rel, "green", err)
+		return lt, err
 	}
-	greenUp := time.Since(t)
-	pr.Step("Green is up (%s)", secs(greenUp))
+	lt.green = time.Since(t)
+	pr.Step("Green is up (%s)", secs(lt.green))
 
 	// Cut-over: branch, then current, then blue retired.
 	t = time.Now()
-	if err := a.repo.UpdateRef(context.WithoutCancel(ctx), p.Ref, p.New, p.Old, "deployer: deploy "+rel.ID); err != nil {
-		green.Stop()
-		return a.failed(pr, rel, "cut-over", err)
+	lt.step = "cut-over"
+	bg := context.WithoutCancel(ctx)
+	if c.ref != "" {
+		if err := a.repo.UpdateRef(bg, c.ref, c.to, c.from, "deployer: "+rel.ID+" live"); err != nil {
+			green.Stop()
+			return lt, err
+		}
 	}
 	if err := a.store.SetCurrent(rel.ID); err != nil {
-		_ = a.repo.UpdateRef(context.WithoutCancel(ctx), p.Ref, p.Old, p.New, "deployer: undo deploy "+rel.ID)
+		if c.ref != "" {
+			_ = a.repo.UpdateRef(bg, c.ref, c.from, c.to, "deployer: undo "+rel.ID)
+		}
 		green.Stop()
-		return a.failed(pr, rel, "cut-over", err)
+		return lt, err
 	}
 	blue := a.livePool()
 	a.setLive(green)
@@ -129,18 +171,20 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 	if err := a.store.Save(rel); err != nil {
 		a.log.Error("save live release", "release", rel.ID, "err", err)
 	}
-	a.retire(previous)
-	swap := time.Since(t)
-	pr.Step("Cut-over: %s is live, %s retired (%s)", rel.ID, orNone(previous), secs(swap))
-
-	total := time.Since(start)
-	pr.Step("Deployed %s in %s (receive %s, checkout %s, build %s, preflight %s, green %s, swap %s)",
-		rel.ID, secs(total+p.Received), secs(p.Received), secs(checkout), secs(build), secs(preflight),
-		secs(greenUp), secs(swap))
-	_ = a.store.Record(releases.Event{Event: "deploy", Release: rel.ID, From: previous, By: p.Pusher,
-		Detail: fmt.Sprintf("%s %s", short(p.New), rel.Message)})
-	a.log.Info("deployed", "release", rel.ID, "revision", short(p.New), "by", p.Pusher, "seconds", total.Seconds())
-	return nil
+	if c.previous != "" && c.previous != rel.ID {
+		if prev, err := a.store.Get(c.previous); err == nil && prev.Status == releases.Live {
+			prev.Status = c.retireAs
+			_ = a.store.Save(prev)
+		}
+	}
+	lt.swap = time.Since(t)
+	lt.step = ""
+	if c.previous == rel.ID {
+		pr.Step("Cut-over: fresh workers of %s are live, the old ones retired (%s)", rel.ID, secs(lt.swap))
+	} else {
+		pr.Step("Cut-over: %s is live, %s %s (%s)", rel.ID, orNone(c.previous), c.retireAs, secs(lt.swap))
+	}
+	return lt, nil
 }
 
 // checkBase returns the branch value the cut-over must replace. If another
@@ -164,17 +208,6 @@ func (a *App) checkBase(p Push) (string, error) {
 			ErrRefMoved, a.cfg.Branch, short(cur), short(p.New))
 	}
 	return cur, nil
-}
-
-// retire marks the previously live release retired.
-func (a *App) retire(id string) {
-	if id == "" {
-		return
-	}
-	if prev, err := a.store.Get(id); err == nil && prev.Status == releases.Live {
-		prev.Status = releases.Retired
-		_ = a.store.Save(prev)
-	}
 }
 
 // failed records rel as failed at step and returns the error the pusher sees.

@@ -186,6 +186,8 @@ type Event struct {
 	From    string    `json:"from,omitempty"`
 	By      string    `json:"by"`
 	Detail  string    `json:"detail,omitempty"`
+	// Seconds is how long the operation took, when it is timed.
+	Seconds float64 `json:"seconds,omitempty"`
 }
 
 // Record appends e to the ledger and syncs it.
