@@ -11,7 +11,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
+
+	"github.com/deployer/deployer/releases"
 )
 
 // The control API is JSON over HTTP on the daemon's unix socket, which only
@@ -55,7 +58,81 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		stream(w, func(out io.Writer) error { return d.Deploy(r.Context(), r.PathValue("app"), p, out) })
 	})
+	mux.HandleFunc("POST /v1/apps/{app}/deploy", func(w http.ResponseWriter, r *http.Request) {
+		var req DeployRequest
+		if decode(w, r, &req) {
+			stream(w, func(out io.Writer) error { return d.DeployRev(r.Context(), r.PathValue("app"), req.Rev, req.By, out) })
+		}
+	})
+	mux.HandleFunc("POST /v1/apps/{app}/rollback", func(w http.ResponseWriter, r *http.Request) {
+		var req RollbackRequest
+		if decode(w, r, &req) {
+			stream(w, func(out io.Writer) error { return d.Rollback(r.Context(), r.PathValue("app"), req.To, req.By, out) })
+		}
+	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		var req ReloadRequest
+		if decode(w, r, &req) {
+			stream(w, func(out io.Writer) error { return d.Reload(r.Context(), req.App, req.By, out) })
+		}
+	})
+	mux.HandleFunc("POST /v1/apps/{app}/cleanup", func(w http.ResponseWriter, r *http.Request) {
+		var req CleanupRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		keep := -1
+		if req.Keep != nil {
+			keep = *req.Keep
+		}
+		res, err := d.Cleanup(r.Context(), r.PathValue("app"), keep, req.DryRun, req.By)
+		reply(w, res, err)
+	})
+	mux.HandleFunc("GET /v1/apps/{app}/releases", func(w http.ResponseWriter, r *http.Request) {
+		list, live, err := d.Releases(r.PathValue("app"))
+		reply(w, ReleaseList{Live: live, Releases: list}, err)
+	})
 	return mux
+}
+
+// Requests of the control API.
+type (
+	DeployRequest   struct{ Rev, By string }
+	RollbackRequest struct{ To, By string }
+	ReloadRequest   struct{ App, By string }
+	CleanupRequest  struct {
+		Keep   *int
+		DryRun bool
+		By     string
+	}
+)
+
+// ReleaseList is the answer of GET /v1/apps/{app}/releases.
+type ReleaseList struct {
+	Live     string              `json:"live"`
+	Releases []*releases.Release `json:"releases"`
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+// reply sends v as JSON, or err with a status that says whose fault it is.
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, ErrUnknownApp) {
+			code = http.StatusNotFound
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
 }
 
 // stream runs op, sending what it writes as {"out"} messages and its result last.
@@ -136,7 +213,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("daemon: %s: %s", resp.Status, b)
+		return nil, errors.New(strings.TrimSpace(string(b)))
 	}
 	return resp, nil
 }
@@ -161,6 +238,51 @@ func (c *Client) Status(ctx context.Context) ([]Status, error) {
 	defer resp.Body.Close()
 	var s []Status
 	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// DeployRev asks the daemon to build and deploy rev without a push.
+func (c *Client) DeployRev(ctx context.Context, app, rev, by string, out io.Writer) error {
+	return c.streamed(ctx, "/v1/apps/"+app+"/deploy", DeployRequest{Rev: rev, By: by}, out)
+}
+
+// Rollback asks the daemon to make release to (or the previous good one) live.
+func (c *Client) Rollback(ctx context.Context, app, to, by string, out io.Writer) error {
+	return c.streamed(ctx, "/v1/apps/"+app+"/rollback", RollbackRequest{To: to, By: by}, out)
+}
+
+// Reload asks for fresh workers of app ("" = every app).
+func (c *Client) Reload(ctx context.Context, app, by string, out io.Writer) error {
+	return c.streamed(ctx, "/v1/reload", ReloadRequest{App: app, By: by}, out)
+}
+
+// Cleanup prunes app's releases; keep nil means the configured value.
+func (c *Client) Cleanup(ctx context.Context, app string, keep *int, dryRun bool, by string) (*CleanupResult, error) {
+	var res CleanupResult
+	return &res, c.getJSON(ctx, http.MethodPost, "/v1/apps/"+app+"/cleanup", CleanupRequest{Keep: keep, DryRun: dryRun, By: by}, &res)
+}
+
+// Releases lists app's releases.
+func (c *Client) Releases(ctx context.Context, app string) (*ReleaseList, error) {
+	var l ReleaseList
+	return &l, c.getJSON(ctx, http.MethodGet, "/v1/apps/"+app+"/releases", nil, &l)
+}
+
+func (c *Client) streamed(ctx context.Context, path string, body any, out io.Writer) error {
+	resp, err := c.do(ctx, http.MethodPost, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return readStream(resp.Body, out)
+}
+
+func (c *Client) getJSON(ctx context.Context, method, path string, body, v any) error {
+	resp, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // ErrStreamCut means the daemon's answer ended before a result.

@@ -11,7 +11,9 @@ import (
 	"sync"
 
 	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/releases"
 	"github.com/deployer/deployer/supervisor"
+	"github.com/robfig/cron/v3"
 )
 
 // Daemon runs every configured app.
@@ -23,6 +25,8 @@ type Daemon struct {
 	ctx    context.Context // deploys run on it, not on the pusher's
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // running deploys
+
+	cron *cron.Cron // scheduled cleanups
 
 	mu     sync.Mutex
 	closed bool
@@ -48,9 +52,25 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	return d, nil
 }
 
-// Start brings up each app's live release. An app that fails to start is
-// logged and left without workers; the others start regardless.
+// Start brings up each app's live release and the cleanup schedule. An app
+// that fails to start is logged and left without workers; the others start
+// regardless.
 func (d *Daemon) Start() {
+	d.cron = cron.New()
+	for _, name := range d.cfg.AppNames() {
+		a := d.apps[name]
+		if a.cfg.CleanupSchedule == "" {
+			continue
+		}
+		_, err := d.cron.AddFunc(a.cfg.CleanupSchedule, func() {
+			if _, err := d.Cleanup(d.ctx, name, -1, false, "schedule"); err != nil && !errors.Is(err, ErrClosed) {
+				a.log.Error("scheduled cleanup", "err", err)
+			}
+		})
+		if err != nil { // Validate parsed it already
+			a.log.Error("cleanup_schedule", "err", err)
+		}
+	}
 	var wg sync.WaitGroup
 	for _, a := range d.apps {
 		wg.Add(1)
@@ -62,6 +82,7 @@ func (d *Daemon) Start() {
 		}()
 	}
 	wg.Wait()
+	d.cron.Start()
 }
 
 // App returns the named app.
@@ -77,6 +98,51 @@ func (d *Daemon) App(name string) (*App, error) {
 // deploy itself runs on the daemon's context: if ctx ends first (the pusher
 // went away), Deploy returns ctx's error and the deploy carries on.
 func (d *Daemon) Deploy(ctx context.Context, app string, p Push, out io.Writer) error {
+	return d.run(ctx, app, out, func(a *App, w io.Writer) error { return a.deploy(d.ctx, p, w) })
+}
+
+// DeployRev builds and deploys rev (default: the deploy branch) without a push.
+func (d *Daemon) DeployRev(ctx context.Context, app, rev, by string, out io.Writer) error {
+	return d.run(ctx, app, out, func(a *App, w io.Writer) error { return a.deployRev(d.ctx, rev, by, w) })
+}
+
+// Rollback makes release to (default: the previous good one) live again.
+func (d *Daemon) Rollback(ctx context.Context, app, to, by string, out io.Writer) error {
+	return d.run(ctx, app, out, func(a *App, w io.Writer) error { return a.rollback(d.ctx, to, by, w) })
+}
+
+// Reload starts fresh workers of the live release of app, or of every app
+// with a live release when app is "".
+func (d *Daemon) Reload(ctx context.Context, app, by string, out io.Writer) error {
+	if app != "" {
+		return d.run(ctx, app, out, func(a *App, w io.Writer) error { return a.reload(d.ctx, by, w) })
+	}
+	var errs []error
+	for _, name := range d.cfg.AppNames() {
+		if _, err := d.apps[name].store.Current(); err != nil {
+			continue // nothing live to reload
+		}
+		if err := d.Reload(ctx, name, by, out); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup prunes app's releases; keep < 0 means the configured keep_releases.
+func (d *Daemon) Cleanup(ctx context.Context, app string, keep int, dryRun bool, by string) (*CleanupResult, error) {
+	var res *CleanupResult
+	err := d.run(ctx, app, io.Discard, func(a *App, _ io.Writer) error {
+		var err error
+		res, err = a.cleanup(d.ctx, keep, dryRun, by)
+		return err
+	})
+	return res, err
+}
+
+// run runs op on the daemon's context, forwarding its output to out until
+// ctx ends; op carries on if ctx ends first.
+func (d *Daemon) run(ctx context.Context, app string, out io.Writer, op func(*App, io.Writer) error) error {
 	a, err := d.App(app)
 	if err != nil {
 		return err
@@ -92,16 +158,30 @@ func (d *Daemon) Deploy(ctx context.Context, app string, p Push, out io.Writer) 
 	done := make(chan error, 1)
 	go func() {
 		defer d.wg.Done()
-		done <- a.deploy(d.ctx, p, w)
+		done <- op(a, w)
 	}()
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
 		w.detach()
-		a.log.Info("pusher disconnected; the deploy continues", "revision", short(p.New))
+		a.log.Info("client disconnected; the operation continues")
 		return ctx.Err()
 	}
+}
+
+// Releases lists app's releases, newest first, and the live one's id.
+func (d *Daemon) Releases(app string) ([]*releases.Release, string, error) {
+	a, err := d.App(app)
+	if err != nil {
+		return nil, "", err
+	}
+	list, err := a.store.List()
+	if err != nil {
+		return nil, "", err
+	}
+	live, _ := a.store.Current()
+	return list, live, nil
 }
 
 // Status of one app.
@@ -111,6 +191,8 @@ type Status struct {
 	Listen  []string                  `json:"listen"`
 	Live    string                    `json:"live"`
 	Workers []supervisor.WorkerStatus `json:"workers"`
+	// LastDeploy is the newest deploy, rollback, reload or failure.
+	LastDeploy *releases.Event `json:"last_deploy"`
 }
 
 // Status reports every app, by name.
@@ -123,6 +205,7 @@ func (d *Daemon) Status() []Status {
 		if p := a.livePool(); p != nil {
 			s.Workers = p.Status()
 		}
+		s.LastDeploy = a.store.LastEvent("deploy", "rollback", "reload", "failure")
 		out = append(out, s)
 	}
 	return out
@@ -134,6 +217,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
+	if d.cron != nil {
+		<-d.cron.Stop().Done()
+	}
 	waited := make(chan struct{})
 	go func() { d.wg.Wait(); close(waited) }()
 	var err error

@@ -37,11 +37,19 @@ func InitRepo(path, branch string) (*Repo, error) {
 // Path is the repository directory.
 func (r *Repo) Path() string { return r.path }
 
-// Commit reads a commit.
-func (r *Repo) Commit(rev string) (*git.Repository, *object.Commit, error) {
+func (r *Repo) open() (*git.Repository, error) {
 	repo, err := git.PlainOpen(r.path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open repo: %w", err)
+		return nil, fmt.Errorf("open repo: %w", err)
+	}
+	return repo, nil
+}
+
+// Commit reads a commit.
+func (r *Repo) Commit(rev string) (*git.Repository, *object.Commit, error) {
+	repo, err := r.open()
+	if err != nil {
+		return nil, nil, err
 	}
 	c, err := repo.CommitObject(plumbing.NewHash(rev))
 	if err != nil {
@@ -52,9 +60,9 @@ func (r *Repo) Commit(rev string) (*git.Repository, *object.Commit, error) {
 
 // Resolve returns the revision a ref names.
 func (r *Repo) Resolve(ref string) (string, error) {
-	repo, err := git.PlainOpen(r.path)
+	repo, err := r.open()
 	if err != nil {
-		return "", fmt.Errorf("open repo: %w", err)
+		return "", err
 	}
 	h, err := repo.Reference(plumbing.ReferenceName(ref), true)
 	if err != nil {

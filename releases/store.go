@@ -209,3 +209,40 @@ func (s *Store) Record(e Event) error {
 	}
 	return f.Sync()
 }
+
+// LastEvent is the newest ledger event of one of the kinds, or nil.
+func (s *Store) LastEvent(kinds ...string) *Event {
+	events, err := s.History()
+	if err != nil {
+		return nil
+	}
+	for i := len(events) - 1; i >= 0; i-- {
+		for _, k := range kinds {
+			if events[i].Event == k {
+				return &events[i]
+			}
+		}
+	}
+	return nil
+}
+
+// History reads the whole ledger, oldest first. A torn last line (a crash
+// mid-append) is skipped.
+func (s *Store) History() ([]Event, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "history.jsonl"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	var out []Event
+	for _, line := range strings.Split(string(b), "\n") {
+		var e Event
+		if line == "" || json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

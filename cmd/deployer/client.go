@@ -58,18 +58,18 @@ func statusCmd() *cobra.Command {
 				return enc.Encode(st)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "APP\tLIVE\tLISTEN\tWORKER\tPID\tRELEASE\tSTATE\tUPTIME\tRESTARTS")
+			fmt.Fprintln(tw, "APP\tLIVE\tLISTEN\tWORKERS\tLAST DEPLOY")
 			for _, s := range st {
-				live := s.Live
-				if live == "" {
-					live = "-"
-				}
-				if len(s.Workers) == 0 {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\n", s.App, live, strings.Join(s.Listen, ","))
-				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.App, orDash(s.Live), strings.Join(s.Listen, ","), len(s.Workers), lastDeploy(s))
+			}
+			tw.Flush()
+			fmt.Fprintln(cmd.OutOrStdout())
+			tw = tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "APP\tWORKER\tPID\tRELEASE\tSTATE\tUPTIME\tRESTARTS")
+			for _, s := range st {
 				for _, w := range s.Workers {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%d\n", s.App, live, strings.Join(s.Listen, ","),
-						w.Index, w.PID, w.Release, w.State, time.Since(w.Started).Round(time.Second), w.Restarts)
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\n", s.App, w.Index, w.PID, w.Release, w.State,
+						time.Since(w.Started).Round(time.Second), w.Restarts)
 				}
 			}
 			return tw.Flush()
@@ -104,4 +104,23 @@ func tokenCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func lastDeploy(s deployer.Status) string {
+	e := s.LastDeploy
+	if e == nil {
+		return "-"
+	}
+	out := fmt.Sprintf("%s %s by %s, %s ago", e.Event, e.Release, e.By, time.Since(e.Time).Round(time.Second))
+	if e.Event == "failure" {
+		out += ": " + trim(e.Detail, 60)
+	}
+	return out
 }

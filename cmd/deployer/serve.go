@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -121,7 +122,18 @@ func serve(cfg *config.Config) error {
 			log.Info("stopping: draining workers (signal again to force)", "signal", sig.String())
 			break
 		}
-		log.Warn("signal not handled yet", "signal", sig.String())
+		switch sig {
+		case syscall.SIGUSR2:
+			log.Info("SIGUSR2: reloading every app")
+			go func() {
+				<-started
+				if err := d.Reload(context.Background(), "", "SIGUSR2", io.Discard); err != nil {
+					log.Error("reload", "err", err)
+				}
+			}()
+		default:
+			log.Warn("signal not handled yet", "signal", sig.String())
+		}
 	}
 	go func() {
 		<-sigs

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/deployer/deployer/deployer"
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+)
+
+// who names the person running a client command, for the ledger.
+func who() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return fmt.Sprintf("uid %d", os.Getuid())
+}
+
+func client(cmd *cobra.Command) (*deployer.Client, error) {
+	sock, err := socketPath(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return deployer.NewClient(sock), nil
+}
+
+func rollbackCmd() *cobra.Command {
+	var to string
+	c := &cobra.Command{
+		Use:   "rollback APP [--to ID]",
+		Short: "make the previous good release (or ID) live again, no rebuild",
+		Args:  usage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			return cl.Rollback(cmd.Context(), args[0], to, who(), cmd.OutOrStdout())
+		},
+	}
+	c.Flags().StringVar(&to, "to", "", "release id to roll back to, e.g. v3")
+	return c
+}
+
+func deployCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "deploy APP [REV]",
+		Short: "build and deploy a revision already in the app's repository (default: the deploy branch)",
+		Args:  usage(cobra.RangeArgs(1, 2)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			rev := ""
+			if len(args) == 2 {
+				rev = args[1]
+			}
+			return cl.DeployRev(cmd.Context(), args[0], rev, who(), cmd.OutOrStdout())
+		},
+	}
+}
+
+func reloadCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reload [APP]",
+		Short: "fresh workers of the live release, then retire the old ones (as SIGUSR2)",
+		Args:  usage(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			app := ""
+			if len(args) == 1 {
+				app = args[0]
+			}
+			return cl.Reload(cmd.Context(), app, who(), cmd.OutOrStdout())
+		},
+	}
+}
+
+func cleanupCmd() *cobra.Command {
+	var keep int
+	var dryRun, asJSON bool
+	c := &cobra.Command{
+		Use:   "cleanup APP [--keep N] [--dry-run]",
+		Short: "prune old releases now, by the retention rules",
+		Args:  usage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			var keepp *int
+			if cmd.Flags().Changed("keep") {
+				if keep < 0 {
+					return usageError{fmt.Errorf("--keep must not be negative")}
+				}
+				keepp = &keep
+			}
+			res, err := cl.Cleanup(cmd.Context(), args[0], keepp, dryRun, who())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+			}
+			verb := "pruned"
+			if dryRun {
+				verb = "would prune"
+			}
+			if len(res.Pruned) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "nothing to prune")
+			}
+			for _, id := range res.Pruned {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s\n", verb, id, res.Why[id])
+			}
+			if !dryRun && len(res.Pruned) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "freed %s\n", humanize.IBytes(uint64(res.Freed)))
+			}
+			return nil
+		},
+	}
+	c.Flags().IntVar(&keep, "keep", 0, "keep this many good releases instead of keep_releases")
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be pruned")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func releasesCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "releases APP [--json]",
+		Short: "releases, newest first; the live one marked",
+		Args:  usage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			l, err := cl.Releases(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(l)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "\tID\tREVISION\tSTATUS\tCREATED\tBUILD\tBY\tMESSAGE")
+			for _, r := range l.Releases {
+				mark := ""
+				if r.ID == l.Live {
+					mark = "*"
+				}
+				status := string(r.Status)
+				if r.Status == "failed" && r.Reason != "" {
+					status += " (" + trim(r.Reason, 40) + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1fs\t%s\t%s\n", mark, r.ID, shortRev(r.Revision), status,
+					r.Created.Local().Format(time.DateTime), r.BuildSeconds, r.Pusher, trim(r.Message, 50))
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func shortRev(r string) string {
+	if len(r) > 7 {
+		return r[:7]
+	}
+	return r
+}
+
+func trim(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
