@@ -41,11 +41,15 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	_, token, _ := r.BasicAuth()
+	_, token, hasAuth := r.BasicAuth()
 	pusher, authed := h.Tokens.Check(token)
 	if !authed {
-		h.Log.Warn("git: authentication failed", "peer", r.RemoteAddr, "path", r.URL.Path)
-		time.Sleep(h.AuthDelay) // slows down guessing; bounded and constant
+		// git asks without credentials first and sends them on the 401:
+		// only a wrong credential is a failure worth logging and slowing.
+		if hasAuth || r.Header.Get("Authorization") != "" {
+			h.Log.Warn("git: authentication failed", "peer", r.RemoteAddr, "path", r.URL.Path)
+			time.Sleep(h.AuthDelay) // slows down guessing; bounded and constant
+		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="deployer"`)
 		http.Error(w, "authentication required: use a token from the tokens file as the password", http.StatusUnauthorized)
 		return

@@ -11,7 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+
 	"strings"
 	"sync"
 	"syscall"
@@ -309,10 +309,48 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	}
 }
 
-func init() { _ = runtime.NumCPU; _ = json.Marshal }
-
 type statusError struct{ code int }
 
 func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d", e.code) }
 
 func ioCopy(w io.Writer, resp *http.Response) (int64, error) { return io.Copy(w, resp.Body) }
+
+// cli runs a client command of the daemon binary against d.
+func (d *daemon) cli(args ...string) (string, error) {
+	cmd := exec.Command(daemonBin, append(args, "-c", d.config)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (d *daemon) mustCLI(args ...string) string {
+	d.t.Helper()
+	out, err := d.cli(args...)
+	if err != nil {
+		d.t.Fatalf("deployer %v: %v\n%s\ndaemon log:\n%s", args, err, out, d.log)
+	}
+	return out
+}
+
+func (d *daemon) release(id string) map[string]any {
+	d.t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.dir, "data/apps/hello/releases", id+".json"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		d.t.Fatal(err)
+	}
+	return m
+}
+
+// serves checks that / answers from release id, several times over.
+func (d *daemon) serves(id string) {
+	d.t.Helper()
+	for i := 0; i < 10; i++ {
+		body, err := d.get()
+		if err != nil || !strings.HasPrefix(body, "hello from "+id+" ") {
+			d.t.Fatalf("want %s serving, got %q %v", id, body, err)
+		}
+	}
+}

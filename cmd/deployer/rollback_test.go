@@ -1,0 +1,151 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch: with a deliberately slow
+// build, rollback serves v1 in less time than the build alone took, makes no
+// new release, and moves the branch back so that pushing v2 again redeploys it.
+func TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch(t *testing.T) {
+	d := newDaemon(t, "")
+	cfg, _ := os.ReadFile(d.config)
+	os.WriteFile(d.config, []byte(strings.Replace(string(cfg), `build: "go build -o bin/hello ."`,
+		`build: "go build -o bin/hello . && sleep 4"`, 1)), 0o644)
+	d.stop()
+	d.start()
+	r := newAppRepo(t)
+	rev1 := r.git("rev-parse", "HEAD")
+	r.mustPush(d)
+	rev2 := r.commit("second", map[string]string{"message.txt": "second"})
+	r.mustPush(d)
+	d.serves("v2")
+	build := d.release("v2")["build_seconds"].(float64)
+
+	start := time.Now()
+	out := d.mustCLI("rollback", "hello")
+	took := time.Since(start)
+	d.serves("v1")
+	if took.Seconds() >= build {
+		t.Errorf("rollback took %s, not less than the build alone (%.1fs)", took, build)
+	}
+	if !strings.Contains(out, "Rolled back to v1") || strings.Contains(out, "Building") {
+		t.Fatalf("rollback output:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(d.dir, "data/apps/hello/releases/v3")); err == nil {
+		t.Fatal("rollback made a new release")
+	}
+	if d.branch() != rev1 {
+		t.Fatalf("branch %s after rollback, want v1's %s", d.branch(), rev1)
+	}
+	if st := d.release("v2")["status"]; st != "rolled-back" {
+		t.Fatalf("v2 status %v, want rolled-back", st)
+	}
+	rel := d.mustCLI("releases", "hello")
+	if !strings.Contains(rel, "*  v1") || !strings.Contains(rel, "rolled-back") {
+		t.Fatalf("releases:\n%s", rel)
+	}
+
+	// The newer commit pushed again is an ordinary fast-forward: v3.
+	r.mustPush(d)
+	d.serves("v3")
+	if d.branch() != rev2 {
+		t.Fatal("pushing v2 again did not move the branch to it")
+	}
+
+	// --to picks any release that was live.
+	d.mustCLI("rollback", "hello", "--to", "v1")
+	d.serves("v1")
+	if d.branch() != rev1 {
+		t.Fatal("rollback --to v1 did not move the branch")
+	}
+	hist, _ := os.ReadFile(filepath.Join(d.dir, "data/apps/hello/history.jsonl"))
+	if strings.Count(string(hist), `"event":"rollback"`) != 2 {
+		t.Fatalf("history:\n%s", hist)
+	}
+	// Asking for the live one, or a release that does not exist, is an error.
+	if out, err := d.cli("rollback", "hello", "--to", "v1"); err == nil || !strings.Contains(out, "already live") {
+		t.Fatalf("rollback to the live release: %v %s", err, out)
+	}
+	if out, err := d.cli("rollback", "hello", "--to", "v9"); err == nil || !strings.Contains(out, "not found") {
+		t.Fatalf("rollback to a missing release: %v %s", err, out)
+	}
+}
+
+// TestRollbackToAReleaseThatIsNowUnhealthyIsRefused: v1's health check
+// depends on a file outside the release; once it fails, rolling back to v1
+// is refused, v2 keeps serving and the branch stays.
+func TestRollbackToAReleaseThatIsNowUnhealthyIsRefused(t *testing.T) {
+	sick := filepath.Join(t.TempDir(), "sick")
+	d := newDaemon(t, "")
+	r := newAppRepo(t)
+	main, _ := os.ReadFile(filepath.Join(r.dir, "main.go"))
+	fragile := strings.Replace(string(main), `fmt.Fprintln(w, "ok")`,
+		`if _, err := os.Stat(`+"`"+sick+"`"+`); err == nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")`, 1)
+	r.commit("fragile v1", map[string]string{"main.go": fragile})
+	r.mustPush(d)
+	r.commit("v2", map[string]string{"message.txt": "two"})
+	rev2 := r.commit("v2", nil)
+	r.mustPush(d)
+	os.WriteFile(sick, nil, 0o644)
+	out, err := d.cli("rollback", "hello")
+	if err == nil {
+		t.Fatalf("rollback to an unhealthy release succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "preflight") || !strings.Contains(out, "503") {
+		t.Fatalf("rollback refusal does not say why:\n%s", out)
+	}
+	d.serves("v2")
+	if d.branch() != rev2 {
+		t.Fatal("branch moved on a refused rollback")
+	}
+	if st := d.release("v1")["status"]; st != "retired" {
+		t.Fatalf("v1 status %v after refused rollback, want retired", st)
+	}
+}
+
+// TestScheduledCleanupPrunesWhileServingAndRollbackStillWorks.
+func TestScheduledCleanupPrunesWhileServingAndRollbackStillWorks(t *testing.T) {
+	d := newDaemon(t, "    keep_releases: 1\n    cleanup_schedule: \"@every 1s\"\n")
+	r := newAppRepo(t)
+	r.mustPush(d)
+	for _, m := range []string{"two", "three", "four"} {
+		r.commit(m, map[string]string{"message.txt": m})
+		r.mustPush(d)
+	}
+	r.commit("broken", map[string]string{"broken.go": "package main\nnope\n"})
+	r.push(d.url(testToken)) // v5 fails
+	waitFor(t, 30*time.Second, "the schedule to prune v1 and v2", func() bool {
+		return d.release("v1")["status"] == "pruned" && d.release("v2")["status"] == "pruned"
+	})
+	for _, id := range []string{"v1", "v2"} {
+		if _, err := os.Stat(filepath.Join(d.dir, "data/apps/hello/releases", id)); err == nil {
+			t.Fatalf("%s's tree is still there", id)
+		}
+	}
+	// Kept: live v4, previous good v3, newest failed v5.
+	for _, id := range []string{"v3", "v4", "v5"} {
+		if _, err := os.Stat(filepath.Join(d.dir, "data/apps/hello/releases", id)); err != nil {
+			t.Fatalf("%s was pruned: %v", id, err)
+		}
+	}
+	d.serves("v4")
+	d.mustCLI("rollback", "hello")
+	d.serves("v3")
+	hist, _ := os.ReadFile(filepath.Join(d.dir, "data/apps/hello/history.jsonl"))
+	if !strings.Contains(string(hist), `"event":"cleanup","by":"schedule","detail":"pruned v1`) ||
+		!strings.Contains(string(hist), ", freed ") {
+		t.Fatalf("cleanup not in the ledger:\n%s", hist)
+	}
+	if out := d.mustCLI("cleanup", "hello", "--dry-run", "--keep", "0"); !strings.Contains(out, "nothing to prune") && !strings.Contains(out, "would prune v4") {
+		t.Fatalf("dry run:\n%s", out)
+	}
+}
