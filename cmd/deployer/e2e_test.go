@@ -5,9 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -171,10 +174,12 @@ func TestPushWithoutValidCredentialsIsRefused(t *testing.T) {
 	}
 }
 
-// TestDeployUnderLoadLosesNoRequest pushes new releases while clients keep
-// sending requests on keep-alive connections: every request must succeed,
-// and after the push every answer comes from the new release.
-func TestDeployUnderLoadLosesNoRequest(t *testing.T) {
+// TestDeployRollbackAndReloadUnderLoadLoseNoRequest: clients keep sending
+// requests on keep-alive connections through two deploys, a rollback and a
+// SIGUSR2 reload. Every request must succeed; after each step every answer
+// comes from the release that step made live; after the reload every worker
+// pid is new.
+func TestDeployRollbackAndReloadUnderLoadLoseNoRequest(t *testing.T) {
 	d := newDaemon(t, "")
 	r := newAppRepo(t)
 	r.mustPush(d)
@@ -206,24 +211,44 @@ func TestDeployUnderLoadLosesNoRequest(t *testing.T) {
 			}
 		}()
 	}
-	for i, msg := range []string{"two", "three"} {
+	for _, msg := range []string{"two", "three"} {
 		r.commit(msg, map[string]string{"message.txt": msg})
 		r.mustPush(d)
-		want := "hello from v" + string(rune('2'+i))
-		for j := 0; j < 20; j++ {
-			if body, err := d.get(); err != nil || !strings.HasPrefix(body, want) {
-				t.Fatalf("after push %d got %q, %v; want %s", i+2, body, err, want)
+	}
+	d.serves("v3")
+	d.mustCLI("rollback", "hello")
+	d.serves("v2")
+
+	before := d.workerPIDs()
+	if err := d.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "SIGUSR2 to replace every worker", func() bool {
+		st := d.status()
+		if len(st.Workers) != 2 {
+			return false
+		}
+		for _, w := range st.Workers {
+			if w.State != "running" || slices.Contains(before, w.PID) {
+				return false
 			}
 		}
-	}
+		return true
+	})
+	d.serves("v2")
+
 	close(stop)
 	wg.Wait()
-	t.Logf("requests during 2 deploys: %d ok, %d failed", ok.Load(), failed.Load())
+	t.Logf("requests during 2 deploys, a rollback and a reload: %d ok, %d failed", ok.Load(), failed.Load())
 	if failed.Load() != 0 {
-		t.Fatalf("%d requests failed during deploys, e.g. %v", failed.Load(), failures[:min(5, len(failures))])
+		t.Fatalf("%d requests failed, e.g. %v", failed.Load(), failures[:min(5, len(failures))])
 	}
 	if ok.Load() < 100 {
 		t.Fatalf("only %d requests ran: the load proved nothing", ok.Load())
+	}
+	pid, _ := os.ReadFile(filepath.Join(d.dir, "data/deployer.pid"))
+	if strings.TrimSpace(string(pid)) != strconv.Itoa(d.cmd.Process.Pid) {
+		t.Fatalf("pid file %q, daemon pid %d", pid, d.cmd.Process.Pid)
 	}
 }
 
