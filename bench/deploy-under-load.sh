@@ -53,7 +53,7 @@ t1=$(date +%s.%N)
 baseline=$(echo "$t1 - $t0" | bc)
 
 # Baseline for load: the same wrk run with no deploy.
-DUR=$((PUSHES * 4 + 2))
+DUR=$((PUSHES * 4 + 8))
 wrk -t2 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$APP_PORT/" > "$work/wrk-idle.txt"
 
 wrk -t2 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$APP_PORT/" > "$work/wrk-deploy.txt" &
@@ -70,6 +70,15 @@ for i in $(seq 2 $((PUSHES + 1))); do
   total=$(echo "$total + $d" | bc)
   grep -o 'Deployed v[0-9]* in .*' "$work/push.txt" | sed 's/ *$//'
 done
+# Rollbacks under the same load: command to live, no rebuild.
+rtotal=0
+for i in 1 2 3; do
+  s=$(date +%s.%N)
+  if [ $((i % 2)) -eq 1 ]; then "$work/deployer" rollback hello -c "$work/deployer.yaml" > /dev/null
+  else "$work/deployer" rollback hello --to "v$((PUSHES + 1))" -c "$work/deployer.yaml" > /dev/null; fi
+  e=$(date +%s.%N)
+  rtotal=$(echo "$rtotal + $e - $s" | bc)
+done
 wait $wrk_pid
 
 reqs() { awk '/requests in/ {print $1}' "$1"; }
@@ -77,5 +86,7 @@ errs() { grep -E 'Socket errors|Non-2xx' "$1" || echo "no errors"; }
 avg=$(echo "scale=3; $total / $PUSHES" | bc)
 echo
 echo "push to live, mean of $PUSHES: ${avg}s; baseline (plain push + build): ${baseline}s; ratio $(echo "scale=2; $avg / $baseline" | bc)"
-echo "requests under load with $PUSHES deploys: $(reqs "$work/wrk-deploy.txt"); without: $(reqs "$work/wrk-idle.txt"); ratio $(echo "scale=2; $(reqs "$work/wrk-deploy.txt") / $(reqs "$work/wrk-idle.txt")" | bc)"
-echo "failed requests during deploys: $(errs "$work/wrk-deploy.txt")"
+ravg=$(echo "scale=3; $rtotal / 3" | bc)
+echo "rollback to live, mean of 3: ${ravg}s; against push to live: ratio $(echo "scale=2; $ravg / $avg" | bc)"
+echo "requests under load with $PUSHES deploys and 3 rollbacks: $(reqs "$work/wrk-deploy.txt"); without: $(reqs "$work/wrk-idle.txt"); ratio $(echo "scale=2; $(reqs "$work/wrk-deploy.txt") / $(reqs "$work/wrk-idle.txt")" | bc)"
+echo "failed requests during deploys and rollbacks: $(errs "$work/wrk-deploy.txt")"
