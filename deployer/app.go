@@ -30,6 +30,7 @@ type App struct {
 	workerLog   *lumberjack.Logger
 	log         *slog.Logger
 	lockTimeout time.Duration
+	work        context.Context // the daemon's: deploys run on it, not on their client's
 
 	lock     chan struct{} // the deploy lock: one holder at a time
 	holderMu sync.Mutex
@@ -40,7 +41,7 @@ type App struct {
 }
 
 // openApp prepares an app's directories and repository and opens its sockets.
-func openApp(dataDir string, cfg *config.App, git config.Git, log *slog.Logger) (*App, error) {
+func openApp(work context.Context, dataDir string, cfg *config.App, git config.Git, log *slog.Logger) (*App, error) {
 	dir := filepath.Join(dataDir, "apps", cfg.Name)
 	store, err := releases.Open(dir)
 	if err != nil {
@@ -62,6 +63,7 @@ func openApp(dataDir string, cfg *config.App, git config.Git, log *slog.Logger) 
 		log:         log.With("app", cfg.Name),
 		lockTimeout: git.LockTimeout,
 		lock:        make(chan struct{}, 1),
+		work:        work,
 	}
 	return a, nil
 }
@@ -191,10 +193,36 @@ func (a *App) resume(ctx context.Context) error {
 	a.applyConfig(rel)
 	pool, err := supervisor.StartPool(ctx, a.poolSpec(rel), a.cfg.Health.Timeout)
 	if err != nil {
-		return fmt.Errorf("start %s: %w", id, err)
+		return a.fallBack(ctx, rel, fmt.Errorf("start %s: %w", id, err))
 	}
 	a.setLive(pool)
 	a.log.Info("serving", "release", id, "revision", short(rel.Revision), "workers", rel.Workers)
+	return nil
+}
+
+// fallBack, at daemon start, puts the previous good release live when the
+// current one would not start, rather than leave the app with no worker.
+func (a *App) fallBack(ctx context.Context, cur *releases.Release, why error) error {
+	list, err := a.store.List()
+	if err != nil {
+		return why
+	}
+	prev := releases.PreviousGood(list, cur.ID)
+	if prev == nil {
+		return why
+	}
+	a.log.Error("the live release does not start; falling back", "release", cur.ID, "to", prev.ID, "err", why)
+	ref := "refs/heads/" + a.cfg.Branch
+	from, err := a.repo.Resolve(ref)
+	if err != nil {
+		from = ZeroRev
+	}
+	pr := newProgress(nil)
+	if _, err := a.goLive(ctx, pr, prev, cutover{ref: ref, from: from, to: prev.Revision, previous: cur.ID, retireAs: releases.RolledBack}); err != nil {
+		return fmt.Errorf("%w; falling back to %s failed too: %w", why, prev.ID, err)
+	}
+	_ = a.store.Record(releases.Event{Event: "rollback", Release: prev.ID, From: cur.ID, By: "deployer",
+		Detail: "the live release did not start: " + why.Error()})
 	return nil
 }
 
@@ -219,12 +247,17 @@ func (a *App) recover() {
 	cur, _ := a.store.Current()
 	for _, rel := range list {
 		switch {
+		case rel.ID == cur && rel.Status != releases.Live:
+			// current only ever names a release that passed green: a crash
+			// after the switch but before its status was saved.
+			rel.Status = releases.Live
+		case rel.ID == cur:
+			continue
 		case rel.Status == releases.Building:
 			rel.Status, rel.Reason = releases.Failed, "interrupted: the daemon stopped during the deploy"
+			killProcessesIn(a.store.Dir(rel.ID))
 			os.RemoveAll(a.store.Dir(rel.ID))
-		case rel.ID == cur && rel.Status != releases.Live:
-			rel.Status = releases.Live
-		case rel.ID != cur && rel.Status == releases.Live:
+		case rel.Status == releases.Live:
 			rel.Status = releases.Retired
 		default:
 			continue

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,10 @@ import (
 // to out. On timeout or ctx cancel the whole group is killed, so a build's
 // background children cannot outlive it or hang Wait.
 func runShell(ctx context.Context, dir, script string, env []string, out io.Writer, timeout time.Duration) error {
+	// Pdeathsig is tied to the thread that forks: keep it until Wait returns,
+	// so a daemon killed mid-build takes the build's shell with it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", script)
@@ -22,7 +27,7 @@ func runShell(ctx context.Context, dir, script string, env []string, out io.Writ
 	cmd.Env = env
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
 	err := cmd.Run()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/deployer/deployer/releases"
 )
@@ -139,7 +140,11 @@ func reply(w http.ResponseWriter, v any, err error) {
 func stream(w http.ResponseWriter, op func(io.Writer) error) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	rc := http.NewResponseController(w)
-	sw := &messageWriter{enc: json.NewEncoder(w), flush: func() { _ = rc.Flush() }}
+	sw := &messageWriter{enc: json.NewEncoder(w), flush: func() { _ = rc.Flush() }, deadline: func() {
+		// A client that stops reading must not hold the operation's output forever.
+		_ = rc.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+	}}
+	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve another request
 	err := op(sw)
 	if err != nil {
 		sw.send(message{Error: err.Error()})
@@ -149,10 +154,14 @@ func stream(w http.ResponseWriter, op func(io.Writer) error) {
 }
 
 type messageWriter struct {
-	mu    sync.Mutex
-	enc   *json.Encoder
-	flush func()
+	mu       sync.Mutex
+	enc      *json.Encoder
+	flush    func()
+	deadline func()
 }
+
+// clientWriteTimeout bounds one write to a client of the control socket.
+const clientWriteTimeout = 30 * time.Second
 
 func (m *messageWriter) Write(b []byte) (int, error) {
 	if err := m.send(message{Out: string(b)}); err != nil {
@@ -164,6 +173,7 @@ func (m *messageWriter) Write(b []byte) (int, error) {
 func (m *messageWriter) send(msg message) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.deadline()
 	if err := m.enc.Encode(msg); err != nil {
 		return err
 	}

@@ -41,7 +41,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{cfg: cfg, log: log, apps: map[string]*App{}, ctx: ctx, cancel: cancel}
 	for _, name := range cfg.AppNames() {
-		a, err := openApp(cfg.DataDir, cfg.Apps[name], cfg.Git, log)
+		a, err := openApp(ctx, cfg.DataDir, cfg.Apps[name], cfg.Git, log)
 		if err != nil {
 			d.closeApps()
 			cancel()
@@ -98,24 +98,24 @@ func (d *Daemon) App(name string) (*App, error) {
 // deploy itself runs on the daemon's context: if ctx ends first (the pusher
 // went away), Deploy returns ctx's error and the deploy carries on.
 func (d *Daemon) Deploy(ctx context.Context, app string, p Push, out io.Writer) error {
-	return d.run(ctx, app, out, func(a *App, w io.Writer) error { return a.deploy(d.ctx, p, w) })
+	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error { return a.deploy(wait, p, w) })
 }
 
 // DeployRev builds and deploys rev (default: the deploy branch) without a push.
 func (d *Daemon) DeployRev(ctx context.Context, app, rev, by string, out io.Writer) error {
-	return d.run(ctx, app, out, func(a *App, w io.Writer) error { return a.deployRev(d.ctx, rev, by, w) })
+	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error { return a.deployRev(wait, rev, by, w) })
 }
 
 // Rollback makes release to (default: the previous good one) live again.
 func (d *Daemon) Rollback(ctx context.Context, app, to, by string, out io.Writer) error {
-	return d.run(ctx, app, out, func(a *App, w io.Writer) error { return a.rollback(d.ctx, to, by, w) })
+	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error { return a.rollback(wait, to, by, w) })
 }
 
 // Reload starts fresh workers of the live release of app, or of every app
 // with a live release when app is "".
 func (d *Daemon) Reload(ctx context.Context, app, by string, out io.Writer) error {
 	if app != "" {
-		return d.run(ctx, app, out, func(a *App, w io.Writer) error { return a.reload(d.ctx, by, w) })
+		return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error { return a.reload(wait, by, w) })
 	}
 	var errs []error
 	for _, name := range d.cfg.AppNames() {
@@ -132,9 +132,9 @@ func (d *Daemon) Reload(ctx context.Context, app, by string, out io.Writer) erro
 // Cleanup prunes app's releases; keep < 0 means the configured keep_releases.
 func (d *Daemon) Cleanup(ctx context.Context, app string, keep int, dryRun bool, by string) (*CleanupResult, error) {
 	var res *CleanupResult
-	err := d.run(ctx, app, io.Discard, func(a *App, _ io.Writer) error {
+	err := d.run(ctx, app, io.Discard, func(a *App, wait context.Context, _ io.Writer) error {
 		var err error
-		res, err = a.cleanup(d.ctx, keep, dryRun, by)
+		res, err = a.cleanup(wait, keep, dryRun, by)
 		return err
 	})
 	return res, err
@@ -142,7 +142,10 @@ func (d *Daemon) Cleanup(ctx context.Context, app string, keep int, dryRun bool,
 
 // run runs op on the daemon's context, forwarding its output to out until
 // ctx ends; op carries on if ctx ends first.
-func (d *Daemon) run(ctx context.Context, app string, out io.Writer, op func(*App, io.Writer) error) error {
+//
+// op gets wait, for waiting on the deploy lock: it ends when the client
+// leaves or the daemon stops, so a client that gave up is not served late.
+func (d *Daemon) run(ctx context.Context, app string, out io.Writer, op func(a *App, wait context.Context, w io.Writer) error) error {
 	a, err := d.App(app)
 	if err != nil {
 		return err
@@ -154,17 +157,23 @@ func (d *Daemon) run(ctx context.Context, app string, out io.Writer, op func(*Ap
 	}
 	d.wg.Add(1)
 	d.mu.Unlock()
-	w := &detachable{w: out}
+	q := newOutQueue(out)
+	wait, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(d.ctx, cancel)
 	done := make(chan error, 1)
 	go func() {
 		defer d.wg.Done()
-		done <- op(a, w)
+		defer stop()
+		defer cancel()
+		err := op(a, wait, q)
+		q.close()
+		done <- err
 	}()
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		w.detach()
+		q.detach()
 		a.log.Info("client disconnected; the operation continues")
 		return ctx.Err()
 	}
@@ -244,27 +253,74 @@ func (d *Daemon) closeApps() {
 	wg.Wait()
 }
 
-// detachable forwards writes until detached, then drops them, so a deploy
-// can outlive the request that started it.
-type detachable struct {
+// outQueue decouples an operation from its client: Write never blocks, a
+// goroutine copies to the client, and a client that stops reading (or
+// falls more than outQueueSize writes behind) is detached and gets no more
+// output. The operation itself is never slowed or stopped by its client.
+type outQueue struct {
+	ch   chan []byte
+	done chan struct{}
+
 	mu       sync.Mutex
-	w        io.Writer
 	detached bool
 }
 
-func (d *detachable) Write(b []byte) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.detached {
+const outQueueSize = 4096
+
+func newOutQueue(w io.Writer) *outQueue {
+	ch := make(chan []byte, outQueueSize)
+	q := &outQueue{ch: ch, done: make(chan struct{})}
+	go func() {
+		defer close(q.done)
+		for b := range ch {
+			if q.isDetached() {
+				continue
+			}
+			if _, err := w.Write(b); err != nil {
+				q.detach()
+			}
+		}
+	}()
+	return q
+}
+
+func (q *outQueue) Write(b []byte) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.detached {
 		return 0, errDetached
 	}
-	return d.w.Write(b)
+	select {
+	case q.ch <- append([]byte(nil), b...):
+		return len(b), nil
+	default:
+		q.detached = true
+		return 0, errDetached
+	}
 }
 
-func (d *detachable) detach() {
-	d.mu.Lock()
-	d.detached = true
-	d.mu.Unlock()
+func (q *outQueue) isDetached() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.detached
 }
 
-var errDetached = errors.New("pusher disconnected")
+func (q *outQueue) detach() {
+	q.mu.Lock()
+	q.detached = true
+	q.mu.Unlock()
+}
+
+// close stops taking writes and waits until what was queued reached the
+// client, or the client was detached.
+func (q *outQueue) close() {
+	q.mu.Lock()
+	if q.ch != nil {
+		close(q.ch)
+		q.ch = nil
+	}
+	q.mu.Unlock()
+	<-q.done
+}
+
+var errDetached = errors.New("client disconnected")

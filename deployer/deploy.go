@@ -22,13 +22,14 @@ type Push struct {
 }
 
 // deploy runs one deploy of p under the deploy lock, writing progress to out.
-func (a *App) deploy(ctx context.Context, p Push, out io.Writer) error {
+func (a *App) deploy(wait context.Context, p Push, out io.Writer) error {
 	pr := newProgress(out)
-	unlock, err := a.acquire(ctx, pr, fmt.Sprintf("deploy of %s pushed by %s", short(p.New), p.Pusher))
+	unlock, err := a.acquire(wait, pr, fmt.Sprintf("deploy of %s pushed by %s", short(p.New), p.Pusher))
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	ctx := a.work // the work goes on if the client that asked for it leaves
 	return a.deployLocked(ctx, p, pr)
 }
 
@@ -162,11 +163,7 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 		green.Stop()
 		return lt, err
 	}
-	blue := a.livePool()
-	a.setLive(green)
-	if blue != nil {
-		blue.Stop()
-	}
+	// Record the new state before the drain, which may take drain_timeout.
 	rel.Status = releases.Live
 	if err := a.store.Save(rel); err != nil {
 		a.log.Error("save live release", "release", rel.ID, "err", err)
@@ -176,6 +173,11 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 			prev.Status = c.retireAs
 			_ = a.store.Save(prev)
 		}
+	}
+	blue := a.livePool()
+	a.setLive(green)
+	if blue != nil {
+		blue.Stop()
 	}
 	lt.swap = time.Since(t)
 	lt.step = ""

@@ -24,13 +24,14 @@ var (
 // rollback makes release to (default: the previous good release) live again
 // through the health gate, with the start command, workers and env it ran
 // with, and moves the deploy branch back to its revision. No rebuild.
-func (a *App) rollback(ctx context.Context, to, by string, out io.Writer) error {
+func (a *App) rollback(wait context.Context, to, by string, out io.Writer) error {
 	pr := newProgress(out)
-	unlock, err := a.acquire(ctx, pr, "rollback by "+by)
+	unlock, err := a.acquire(wait, pr, "rollback by "+by)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	ctx := a.work // the work goes on if the client that asked for it leaves
 	start := time.Now()
 	live, err := a.store.Current()
 	if err != nil {
@@ -89,13 +90,14 @@ func (a *App) rollback(ctx context.Context, to, by string, out io.Writer) error 
 
 // reload starts fresh workers of the live release with the app's current
 // config (env, workers, start), through the same gate, and retires the old ones.
-func (a *App) reload(ctx context.Context, by string, out io.Writer) error {
+func (a *App) reload(wait context.Context, by string, out io.Writer) error {
 	pr := newProgress(out)
-	unlock, err := a.acquire(ctx, pr, "reload by "+by)
+	unlock, err := a.acquire(wait, pr, "reload by "+by)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	ctx := a.work // the work goes on if the client that asked for it leaves
 	start := time.Now()
 	live, err := a.store.Current()
 	if err != nil {
@@ -122,7 +124,7 @@ func (a *App) reload(ctx context.Context, by string, out io.Writer) error {
 
 // deployRev builds and deploys rev (default: the deploy branch) from the
 // app's repository, without a push.
-func (a *App) deployRev(ctx context.Context, rev, by string, out io.Writer) error {
+func (a *App) deployRev(wait context.Context, rev, by string, out io.Writer) error {
 	ref := "refs/heads/" + a.cfg.Branch
 	if rev == "" {
 		rev = a.cfg.Branch
@@ -135,7 +137,7 @@ func (a *App) deployRev(ctx context.Context, rev, by string, out io.Writer) erro
 	if err != nil {
 		cur = ZeroRev
 	}
-	return a.deploy(ctx, Push{Ref: ref, Old: cur, New: hash, Pusher: by}, out)
+	return a.deploy(wait, Push{Ref: ref, Old: cur, New: hash, Pusher: by}, out)
 }
 
 // CleanupResult says what a cleanup removed or would remove.
@@ -149,8 +151,8 @@ type CleanupResult struct {
 
 // cleanup prunes releases by the retention rules, under the deploy lock so
 // it never runs while the app deploys. keep < 0 means the configured value.
-func (a *App) cleanup(ctx context.Context, keep int, dryRun bool, by string) (*CleanupResult, error) {
-	unlock, err := a.acquire(ctx, newProgress(nil), "cleanup by "+by)
+func (a *App) cleanup(wait context.Context, keep int, dryRun bool, by string) (*CleanupResult, error) {
+	unlock, err := a.acquire(wait, newProgress(nil), "cleanup by "+by)
 	if err != nil {
 		return nil, err
 	}

@@ -154,6 +154,7 @@ func (h *HTTP) rpc(w http.ResponseWriter, r *http.Request, app *deployer.App, sv
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	start := time.Now()
+	defer http.NewResponseController(w).SetWriteDeadline(time.Time{}) // the connection may serve another request
 	if err := cmd.Run(); err != nil {
 		h.Log.Warn("git: "+svc, "app", app.Name(), "peer", r.RemoteAddr, "err", err, "stderr", strings.TrimSpace(stderr.String()))
 		return
@@ -168,6 +169,8 @@ type flushWriter struct {
 }
 
 func (f *flushWriter) Write(b []byte) (int, error) {
+	// A client that stops reading must not pin git (and the deploy's output) forever.
+	_ = f.rc.SetWriteDeadline(time.Now().Add(time.Minute))
 	n, err := f.w.Write(b)
 	if err == nil {
 		err = f.rc.Flush()

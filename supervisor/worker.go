@@ -53,6 +53,7 @@ type workerSpec struct {
 type worker struct {
 	spec workerSpec
 	stop chan struct{} // closed to retire the worker
+	once sync.Once
 	done chan struct{} // closed when run has reaped its last process
 	up   chan error    // gets one value: nil once first up, or why it never came up
 
@@ -88,13 +89,7 @@ func (w *worker) set(f func(*WorkerStatus)) {
 }
 
 // Retire asks the worker to drain and stop; Done is closed once it has.
-func (w *worker) Retire() {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-}
+func (w *worker) Retire() { w.once.Do(func() { close(w.stop) }) }
 
 func (w *worker) Done() <-chan struct{} { return w.done }
 
@@ -254,6 +249,7 @@ func (w *worker) drain(proc *os.Process, exit <-chan *os.ProcessState) {
 		fmt.Fprintf(w.spec.log, "[%s w%d] did not stop within %s: SIGKILL\n",
 			w.spec.release, w.spec.index, w.spec.drainTimeout)
 		signalGroup(proc.Pid, syscall.SIGKILL)
+		_ = proc.Kill() // in case it left its group
 		<-exit
 	}
 	signalGroup(proc.Pid, syscall.SIGKILL)
