@@ -38,6 +38,9 @@ func TestPushDeploysEachRevisionAndStreamsProgress(t *testing.T) {
 	if d.branch() != rev {
 		t.Fatalf("server branch %s, want %s", d.branch(), rev)
 	}
+	if fi, err := os.Stat(d.socket()); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket mode %v, %v; want 0600", fi.Mode(), err)
+	}
 	st := d.status()
 	if st.Live != "v2" || len(st.Workers) != 2 {
 		t.Fatalf("status: %+v", st)

@@ -67,6 +67,16 @@ func TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch(t *testing.T) {
 	if strings.Count(string(hist), `"event":"rollback"`) != 2 {
 		t.Fatalf("history:\n%s", hist)
 	}
+	// deploy rebuilds a revision already on the server, without a push.
+	out = d.mustCLI("deploy", "hello", rev2[:8])
+	if !strings.Contains(out, "Building") || !strings.Contains(out, "Deployed v4") {
+		t.Fatalf("deploy output:\n%s", out)
+	}
+	d.serves("v4")
+	if d.branch() != rev2 || d.release("v4")["revision"] != rev2 {
+		t.Fatal("deploy of a revision did not move the branch to it")
+	}
+	d.mustCLI("rollback", "hello", "--to", "v1")
 	// Asking for the live one, or a release that does not exist, is an error.
 	if out, err := d.cli("rollback", "hello", "--to", "v1"); err == nil || !strings.Contains(out, "already live") {
 		t.Fatalf("rollback to the live release: %v %s", err, out)
