@@ -70,12 +70,19 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 	if rel.Start, err = a.startCommand(dir); err != nil {
 		return a.failed(pr, rel, "start", err)
 	}
+	if err := a.linkShared(pr, dir); err != nil {
+		return a.failed(pr, rel, "shared", err)
+	}
+	env := a.buildEnv(rel, previous)
 
-	// Build.
+	// Build, with its hooks.
 	t = time.Now()
+	if err := a.hook(ctx, pr, "pre_build", a.cfg.Hooks.PreBuild, dir, env); err != nil {
+		return a.failed(pr, rel, "hooks.pre_build", err)
+	}
 	if a.cfg.Build != "" {
 		pr.Step("Building: %s", a.cfg.Build)
-		err := runShell(ctx, dir, a.cfg.Build, a.buildEnv(rel, previous), pr.indented(), a.cfg.BuildTimeout)
+		err := runShell(ctx, dir, a.cfg.Build, env, pr.indented(), a.cfg.BuildTimeout)
 		if err != nil {
 			return a.failed(pr, rel, "build", fmt.Errorf("%w: %w", ErrBuild, err))
 		}
@@ -85,6 +92,9 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 	pr.Step("Build done (%s)", secs(build))
 	if err := a.store.Save(rel); err != nil {
 		return a.failed(pr, rel, "save", err)
+	}
+	if err := a.hook(ctx, pr, "release", a.cfg.Hooks.Release, dir, env); err != nil {
+		return a.failed(pr, rel, "hooks.release", err)
 	}
 
 	times, err := a.goLive(ctx, pr, rel, cutover{
@@ -97,6 +107,10 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 	pr.Step("Deployed %s in %s (receive %s, checkout %s, build %s, preflight %s, green %s, swap %s)",
 		rel.ID, secs(total+p.Received), secs(p.Received), secs(checkout), secs(build), secs(times.preflight),
 		secs(times.green), secs(times.swap))
+	if err := a.hook(ctx, pr, "post_deploy", a.cfg.Hooks.PostDeploy, dir, env); err != nil {
+		pr.Info("post_deploy failed (%v); %s stays live", err, rel.ID)
+		a.log.Warn("post_deploy hook failed", "release", rel.ID, "err", err)
+	}
 	_ = a.store.Record(releases.Event{Event: "deploy", Release: rel.ID, From: previous, By: p.Pusher,
 		Detail: fmt.Sprintf("%s %s", short(p.New), rel.Message), Seconds: total.Seconds()})
 	a.log.Info("deployed", "release", rel.ID, "revision", short(p.New), "by", p.Pusher, "seconds", total.Seconds())
@@ -221,6 +235,15 @@ func (a *App) failed(pr *progress, rel *releases.Release, step string, err error
 	}
 	pr.Step("Deploy of %s failed at %s: %v", rel.ID, step, err)
 	pr.Info("the live release is unchanged")
+	if dir := a.store.Dir(rel.ID); a.cfg.Hooks.OnFailure != "" {
+		if _, serr := os.Stat(dir); serr == nil {
+			previous, _ := a.store.Current()
+			env := append(a.buildEnv(rel, previous), "DEPLOYER_FAILED_STEP="+step, "DEPLOYER_ERROR="+err.Error())
+			if herr := a.hook(a.work, pr, "on_failure", a.cfg.Hooks.OnFailure, dir, env); herr != nil {
+				a.log.Warn("on_failure hook failed", "release", rel.ID, "err", herr)
+			}
+		}
+	}
 	_ = a.store.Record(releases.Event{Event: "failure", Release: rel.ID, By: rel.Pusher, Detail: rel.Reason})
 	a.log.Warn("deploy failed", "release", rel.ID, "step", step, "err", err)
 	return fmt.Errorf("%s: %w", step, err)
