@@ -36,8 +36,11 @@ type App struct {
 	holderMu sync.Mutex
 	holder   string // what holds the lock, for waiters
 
-	mu   sync.Mutex // guards live for readers; only the lock holder writes it
-	live *supervisor.Pool
+	mu        sync.Mutex // guards live and stopWatch; only the lock holder writes live
+	live      *supervisor.Pool
+	draining  []*supervisor.Pool // retired pools still draining
+	stopWatch context.CancelFunc // ends a running health.watch
+	notify    *supervisor.Notifier
 }
 
 // openApp prepares an app's directories and repository and opens its sockets.
@@ -121,6 +124,17 @@ func (a *App) livePool() *supervisor.Pool {
 	return a.live
 }
 
+// pools are the live pool and those still draining, for status and cleanup.
+func (a *App) pools() []*supervisor.Pool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*supervisor.Pool
+	if a.live != nil {
+		out = append(out, a.live)
+	}
+	return append(out, a.draining...)
+}
+
 func (a *App) setLive(p *supervisor.Pool) {
 	a.mu.Lock()
 	a.live = p
@@ -152,8 +166,15 @@ func (a *App) poolSpec(rel *releases.Release) supervisor.PoolSpec {
 		Dir: a.store.Dir(rel.ID), Start: rel.Start, Workers: rel.Workers, Env: rel.Env,
 		Sockets: a.sockets, MinUptime: a.cfg.Health.MinUptime,
 		StopSignal: a.cfg.Signal(), DrainTimeout: a.cfg.DrainTimeout,
-		Log: a.workerLog,
+		Log: a.workerLog, Notify: a.notifier(),
 	}
+}
+
+func (a *App) notifier() *supervisor.Notifier {
+	if a.cfg.Health.Notify {
+		return a.notify
+	}
+	return nil
 }
 
 // commandEnv is the environment of the build and hooks of rel.

@@ -26,7 +26,8 @@ type Daemon struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // running deploys
 
-	cron *cron.Cron // scheduled cleanups
+	cron   *cron.Cron // scheduled cleanups
+	notify *supervisor.Notifier
 
 	mu     sync.Mutex
 	closed bool
@@ -40,13 +41,21 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{cfg: cfg, log: log, apps: map[string]*App{}, ctx: ctx, cancel: cancel}
+	notify, err := supervisor.ListenNotify(filepath.Join(cfg.DataDir, "notify.sock"))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	d.notify = notify
 	for _, name := range cfg.AppNames() {
 		a, err := openApp(ctx, cfg.DataDir, cfg.Apps[name], cfg.Git, log)
 		if err != nil {
 			d.closeApps()
+			notify.Close()
 			cancel()
 			return nil, err
 		}
+		a.notify = notify
 		d.apps[name] = a
 	}
 	return d, nil
@@ -211,8 +220,8 @@ func (d *Daemon) Status() []Status {
 		a := d.apps[name]
 		s := Status{App: name, Branch: a.cfg.Branch, Listen: a.cfg.Listen, Workers: []supervisor.WorkerStatus{}}
 		s.Live, _ = a.store.Current()
-		if p := a.livePool(); p != nil {
-			s.Workers = p.Status()
+		for _, p := range a.pools() {
+			s.Workers = append(s.Workers, p.Status()...)
 		}
 		s.LastDeploy = a.store.LastEvent("deploy", "rollback", "reload", "failure")
 		out = append(out, s)
@@ -241,6 +250,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	d.cancel()
 	d.closeApps()
+	d.notify.Close()
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/deployer/deployer/releases"
@@ -111,6 +112,7 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 		pr.Info("post_deploy failed (%v); %s stays live", err, rel.ID)
 		a.log.Warn("post_deploy hook failed", "release", rel.ID, "err", err)
 	}
+	a.watch(pr, rel, previous)
 	_ = a.store.Record(releases.Event{Event: "deploy", Release: rel.ID, From: previous, By: p.Pusher,
 		Detail: fmt.Sprintf("%s %s", short(p.New), rel.Message), Seconds: total.Seconds()})
 	a.log.Info("deployed", "release", rel.ID, "revision", short(p.New), "by", p.Pusher, "seconds", total.Seconds())
@@ -142,8 +144,7 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 	if a.cfg.Health.Preflight {
 		lt.step = "preflight"
 		pr.Step("Preflight: one %s worker on a private socket, probing %s", rel.ID, a.probeName())
-		probe := supervisor.Probe{HTTPPath: a.cfg.Health.HTTP, Timeout: a.cfg.Health.Timeout}
-		if err := supervisor.Preflight(ctx, spec, probe); err != nil {
+		if err := supervisor.Preflight(ctx, spec, a.probe(rel)); err != nil {
 			return lt, err
 		}
 		pr.Step("Preflight passed (%s)", secs(time.Since(t)))
@@ -188,10 +189,19 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 			_ = a.store.Save(prev)
 		}
 	}
+	a.endWatch()
 	blue := a.livePool()
-	a.setLive(green)
+	a.mu.Lock()
+	a.live = green
+	if blue != nil {
+		a.draining = append(a.draining, blue)
+	}
+	a.mu.Unlock()
 	if blue != nil {
 		blue.Stop()
+		a.mu.Lock()
+		a.draining = slices.DeleteFunc(a.draining, func(p *supervisor.Pool) bool { return p == blue })
+		a.mu.Unlock()
 	}
 	lt.swap = time.Since(t)
 	lt.step = ""
@@ -250,10 +260,22 @@ func (a *App) failed(pr *progress, rel *releases.Release, step string, err error
 }
 
 func (a *App) probeName() string {
-	if a.cfg.Health.HTTP != "" {
-		return "GET " + a.cfg.Health.HTTP
+	h := a.cfg.Health
+	var s string
+	switch {
+	case h.HTTP != "":
+		s = "GET " + h.HTTP
+	case h.TCP:
+		s = "a TCP connection"
+	case h.Command != "":
+		s = "command " + h.Command
+	default:
+		s = fmt.Sprintf("uptime %s", h.MinUptime)
 	}
-	return fmt.Sprintf("uptime %s", a.cfg.Health.MinUptime)
+	if h.Notify {
+		s = "READY=1, then " + s
+	}
+	return s
 }
 
 func orNone(id string) string {

@@ -31,6 +31,12 @@ func (a *App) rollback(wait context.Context, to, by string, out io.Writer) error
 		return err
 	}
 	defer unlock()
+	return a.rollbackLocked(pr, to, by, "")
+}
+
+// rollbackLocked is rollback under the deploy lock; why, if set, is
+// recorded as the reason.
+func (a *App) rollbackLocked(pr *progress, to, by, why string) error {
 	ctx := a.work // the work goes on if the client that asked for it leaves
 	start := time.Now()
 	live, err := a.store.Current()
@@ -83,7 +89,7 @@ func (a *App) rollback(wait context.Context, to, by string, out io.Writer) error
 	}
 	took := time.Since(start)
 	pr.Step("Rolled back to %s in %s; %s now names %s", target.ID, secs(took), a.cfg.Branch, short(target.Revision))
-	_ = a.store.Record(releases.Event{Event: "rollback", Release: target.ID, From: live, By: by, Seconds: took.Seconds()})
+	_ = a.store.Record(releases.Event{Event: "rollback", Release: target.ID, From: live, By: by, Seconds: took.Seconds(), Detail: why})
 	a.log.Info("rolled back", "release", target.ID, "from", live, "by", by, "seconds", took.Seconds())
 	return nil
 }
@@ -166,7 +172,7 @@ func (a *App) cleanup(wait context.Context, keep int, dryRun bool, by string) (*
 	}
 	live, _ := a.store.Current()
 	busy := map[string]bool{}
-	if p := a.livePool(); p != nil {
+	for _, p := range a.pools() {
 		busy[p.Release()] = true
 	}
 	plan := releases.PlanCleanup(list, live, keep, busy)

@@ -29,6 +29,9 @@ type PoolSpec struct {
 	// Log receives every worker's output, each line prefixed with release,
 	// worker index and pid. It must be safe for concurrent use.
 	Log io.Writer
+	// Notify, if set, is passed as NOTIFY_SOCKET, and a worker counts as up
+	// only once it sent READY=1 from its own pid.
+	Notify *Notifier
 }
 
 // Pool is the running workers of one release. A worker that crashes after
@@ -77,6 +80,9 @@ func (p *Pool) workerSpec(i int, sockets []*Socket, restart bool) workerSpec {
 	env["DEPLOYER_RELEASE"] = s.Release
 	env["DEPLOYER_REVISION"] = s.Revision
 	env["DEPLOYER_WORKER"] = strconv.Itoa(i)
+	if s.Notify != nil {
+		env["NOTIFY_SOCKET"] = s.Notify.Path()
+	}
 	return workerSpec{
 		app: s.App, release: s.Release, index: i,
 		dir: s.Dir, start: s.Start,
@@ -87,6 +93,7 @@ func (p *Pool) workerSpec(i int, sockets []*Socket, restart bool) workerSpec {
 		drainTimeout: s.DrainTimeout,
 		restart:      restart,
 		log:          s.Log,
+		notify:       s.Notify,
 	}
 }
 

@@ -8,12 +8,50 @@ import (
 	"time"
 )
 
-// Probe says how to tell that a worker is healthy.
+// Probe says how to tell that a worker is healthy. With none of HTTPPath,
+// TCP and Command set, a worker is healthy once it is up (min_uptime, and
+// READY=1 with notify).
 type Probe struct {
 	// HTTPPath, if set, must answer GET with 2xx.
 	HTTPPath string
+	// TCP, if set, needs a connection to be accepted by the worker.
+	TCP bool
+	// Command, if set, must exit 0; it runs with sh -c in Dir with Env plus
+	// DEPLOYER_HEALTH_ADDR, the address probed.
+	Command string
+	Dir     string
+	Env     []string
 	// Timeout bounds the whole check.
 	Timeout time.Duration
+}
+
+// check runs the probe once against addr: nil means healthy.
+func (p Probe) check(ctx context.Context, client *http.Client, addr string) error {
+	switch {
+	case p.HTTPPath != "":
+		status, err := probeHTTP(ctx, client, "http://"+addr+p.HTTPPath)
+		if err != nil {
+			return err
+		}
+		if status < 200 || status > 299 {
+			return fmt.Errorf("GET %s: HTTP %d", p.HTTPPath, status)
+		}
+		return nil
+	case p.TCP:
+		return probeTCP(ctx, addr)
+	case p.Command != "":
+		return probeCommand(ctx, p, addr)
+	}
+	return nil
+}
+
+// Active reports whether the probe checks anything beyond uptime.
+func (p Probe) Active() bool { return p.HTTPPath != "" || p.TCP || p.Command != "" }
+
+// Check probes addr once, as health.watch does on the live address.
+func (p Probe) Check(ctx context.Context, addr string) error {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	return p.check(ctx, client, addr)
 }
 
 // ErrUnhealthy means a release failed its health check.
@@ -39,39 +77,38 @@ func Preflight(ctx context.Context, spec PoolSpec, probe Probe) error {
 
 	ctx, cancel := context.WithTimeout(ctx, probe.Timeout)
 	defer cancel()
-	if probe.HTTPPath == "" {
+	if !probe.Active() || spec.Notify != nil {
+		// Up first: min_uptime, and READY=1 when notify is on.
 		select {
 		case err := <-w.up:
 			if err != nil {
 				return fmt.Errorf("preflight: %w: %w", ErrUnhealthy, err)
 			}
-			return nil
 		case <-ctx.Done():
 			return fmt.Errorf("preflight: %w: not up within %s", ErrUnhealthy, probe.Timeout)
 		}
+		if !probe.Active() {
+			return nil
+		}
 	}
-	url := "http://" + private[0].LocalAddr() + probe.HTTPPath
+	addr := private[0].LocalAddr()
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	last := "no answer"
 	for {
-		status, err := probeHTTP(ctx, client, url)
-		if err == nil && status >= 200 && status < 300 {
+		err := probe.check(ctx, client, addr)
+		if err == nil {
 			return nil
 		}
-		if err != nil {
-			if ctx.Err() == nil { // the deadline's own error says nothing about the worker
-				last = err.Error()
-			}
-		} else {
-			last = fmt.Sprintf("HTTP %d", status)
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			last = err.Error() // the deadline's own error says nothing about the worker
 		}
 		select {
 		case <-w.Done():
 			return fmt.Errorf("preflight: %w: %w", ErrUnhealthy, w.Err())
 		case <-ctx.Done():
-			return fmt.Errorf("preflight: %w: GET %s: %s after %s", ErrUnhealthy, probe.HTTPPath, last, probe.Timeout)
+			return fmt.Errorf("preflight: %w: %s after %s", ErrUnhealthy, last, probe.Timeout)
 		case <-tick.C:
 		}
 	}

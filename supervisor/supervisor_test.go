@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	app "github.com/deployer/deployer/worker"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,6 +41,13 @@ func TestHelperWorker(t *testing.T) {
 		fmt.Fprintf(w, "%s %s %d", os.Getenv("DEPLOYER_RELEASE"), os.Getenv("DEPLOYER_WORKER"), os.Getpid())
 	})}
 	go srv.Serve(ln)
+	if d, err := time.ParseDuration(os.Getenv("HELPER_READY_AFTER")); err == nil {
+		time.Sleep(d) // the test's worker is slow to become ready
+		if err := app.Ready(); err != nil {
+			fmt.Println("notify:", err)
+			os.Exit(4)
+		}
+	}
 	sig := make(chan os.Signal, 1)
 	signalNotify(sig)
 	<-sig
@@ -352,5 +360,78 @@ func TestPreflightUsesAPrivateSocket(t *testing.T) {
 	err = Preflight(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 10 * time.Second})
 	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("err = %v, want ErrUnhealthy with the worker's output", err)
+	}
+}
+
+func testNotifier(t *testing.T) *Notifier {
+	t.Helper()
+	n, err := ListenNotify(filepath.Join(t.TempDir(), "notify.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// TestNotifyWorkerIsNotUpBeforeReady: with notify on, a worker that sends
+// READY=1 late is not counted as up before it, however long min_uptime is
+// past; one that never sends it never comes up.
+func TestNotifyWorkerIsNotUpBeforeReady(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, helperStart(t), 2)
+	spec.Notify = testNotifier(t)
+	spec.Env["HELPER_READY_AFTER"] = "1500ms"
+	start := time.Now()
+	p := startPool(t, spec)
+	if took := time.Since(start); took < 1500*time.Millisecond {
+		t.Fatalf("pool up after %s, before the workers sent READY=1", took)
+	}
+	for _, w := range p.Status() {
+		if w.State != Running {
+			t.Fatalf("worker %+v", w)
+		}
+	}
+
+	spec = testSpec(t, ss, "exec sleep 60", 1) // never sends READY=1
+	spec.Notify = testNotifier(t)
+	if _, err := StartPool(context.Background(), spec, 2*time.Second); !errors.Is(err, ErrNotUp) {
+		t.Fatalf("a worker that never sent READY=1 came up: %v", err)
+	}
+}
+
+// TestNotifyIgnoresOtherSenders: READY=1 from a process that is not the
+// worker (here the shell's child, not exec'd) does not count.
+func TestNotifyIgnoresOtherSenders(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, "python3 -c 'import os,socket; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b\"READY=1\", os.environ[\"NOTIFY_SOCKET\"])'; sleep 60", 1)
+	spec.Notify = testNotifier(t)
+	if _, err := StartPool(context.Background(), spec, 2*time.Second); !errors.Is(err, ErrNotUp) {
+		t.Fatalf("READY=1 from another pid was accepted: %v", err)
+	}
+}
+
+func TestTCPProbeNeedsTheWorkerToAccept(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, "exec sleep 60", 1) // holds the socket, never accepts
+	err := Preflight(context.Background(), spec, Probe{TCP: true, Timeout: time.Second})
+	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "no worker accepted") {
+		t.Fatalf("err = %v, want unhealthy: not accepted", err)
+	}
+	spec.Start = helperStart(t)
+	if err := Preflight(context.Background(), spec, Probe{TCP: true, Timeout: 10 * time.Second}); err != nil {
+		t.Fatalf("accepting worker failed the TCP probe: %v", err)
+	}
+}
+
+func TestCommandProbe(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, helperStart(t), 1)
+	ok := Probe{Command: `curl -fsS "http://$DEPLOYER_HEALTH_ADDR/" >/dev/null`, Timeout: 10 * time.Second}
+	if err := Preflight(context.Background(), spec, ok); err != nil {
+		t.Fatalf("healthy command failed: %v", err)
+	}
+	bad := Probe{Command: "echo not ready; exit 1", Timeout: time.Second}
+	if err := Preflight(context.Background(), spec, bad); !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "not ready") {
+		t.Fatalf("err = %v", err)
 	}
 }

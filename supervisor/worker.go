@@ -46,6 +46,7 @@ type workerSpec struct {
 	drainTimeout time.Duration
 	restart      bool      // restart on crash once up; false for preflight
 	log          io.Writer // prefixed output goes here
+	notify       *Notifier // if set, a worker is up only after READY=1
 }
 
 // worker runs one process and, if spec.restart, restarts it with backoff.
@@ -59,7 +60,8 @@ type worker struct {
 
 	mu     sync.Mutex
 	status WorkerStatus
-	err    error // why the worker stopped on its own
+	note   string // the last STATUS= the worker sent
+	err    error  // why the worker stopped on its own
 	tail   *tailBuffer
 }
 
@@ -123,18 +125,35 @@ func (w *worker) run() {
 			return
 		}
 		upTimer := time.NewTimer(w.spec.minUptime)
+		var msgs chan string
+		ready := w.spec.notify == nil
+		if !ready {
+			msgs = make(chan string, 16)
+			w.spec.notify.register(proc.Pid, msgs)
+		}
+		uptimeDone := false
 	wait:
 		for {
+			var becameUp bool
 			select {
-			case <-upTimer.C:
-				crashes = 0
-				w.set(func(s *WorkerStatus) { s.State = Running })
-				if !everUp {
-					everUp = true
-					w.up <- nil
+			case m := <-msgs:
+				switch {
+				case m == "READY=1":
+					if !ready {
+						ready = true
+						becameUp = uptimeDone
+					}
+				case strings.HasPrefix(m, "STATUS="):
+					w.mu.Lock()
+					w.note = strings.TrimPrefix(m, "STATUS=")
+					w.mu.Unlock()
 				}
+			case <-upTimer.C:
+				uptimeDone = true
+				becameUp = ready
 			case st := <-exit:
 				upTimer.Stop()
+				w.unregister(proc.Pid)
 				signalGroup(proc.Pid, syscall.SIGKILL) // leftovers of the group
 				waitOutput(copied)
 				if !everUp || !w.spec.restart {
@@ -153,13 +172,28 @@ func (w *worker) run() {
 			case <-w.stop:
 				upTimer.Stop()
 				w.drain(proc, exit)
+				w.unregister(proc.Pid)
 				waitOutput(copied)
 				if !everUp {
 					w.up <- fmt.Errorf("worker %d: stopped before it was up", w.spec.index)
 				}
 				return
 			}
+			if becameUp {
+				crashes = 0
+				w.set(func(s *WorkerStatus) { s.State = Running })
+				if !everUp {
+					everUp = true
+					w.up <- nil
+				}
+			}
 		}
+	}
+}
+
+func (w *worker) unregister(pid int) {
+	if w.spec.notify != nil {
+		w.spec.notify.unregister(pid)
 	}
 }
 

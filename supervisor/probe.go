@@ -1,0 +1,95 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// probeTCP connects to addr and waits until the worker has accepted the
+// connection. A bare connect would prove nothing: the kernel completes it
+// into the accept queue of a socket the daemon holds, whether or not any
+// worker accepts. So the probe watches that queue (the listening socket's
+// rx_queue in /proc/net/tcp) drain.
+func probeTCP(ctx context.Context, addr string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	for {
+		q, err := acceptQueue(p)
+		if err != nil {
+			return err
+		}
+		if q == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("connected, but no worker accepted the connection")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// acceptQueue is the number of connections waiting to be accepted on the
+// listening socket of local port p.
+func acceptQueue(p int) (int, error) {
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		f, err := os.Open(file)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			// sl local_address rem_address st tx_queue:rx_queue ...
+			if len(fields) < 5 || fields[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			_, hexPort, ok := strings.Cut(fields[1], ":")
+			if lp, err := strconv.ParseInt(hexPort, 16, 32); !ok || err != nil || int(lp) != p {
+				continue
+			}
+			_, rx, _ := strings.Cut(fields[4], ":")
+			n, err := strconv.ParseInt(rx, 16, 64)
+			f.Close()
+			return int(n), err
+		}
+		f.Close()
+	}
+	return 0, fmt.Errorf("no listening socket on port %d", p)
+}
+
+// probeCommand runs the health command; exit 0 is healthy.
+func probeCommand(ctx context.Context, p Probe, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", p.Command)
+	cmd.Dir = p.Dir
+	cmd.Env = append(append([]string(nil), p.Env...), "DEPLOYER_HEALTH_ADDR="+addr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		msg := strings.TrimSpace(string(out))
+		if len(msg) > 200 {
+			msg = msg[len(msg)-200:]
+		}
+		return fmt.Errorf("health command: %w: %s", err, msg)
+	}
+	return nil
+}
