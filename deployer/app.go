@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/deployer/deployer/config"
@@ -22,7 +23,7 @@ import (
 // App is one configured application: its repository, releases, sockets and
 // live pool.
 type App struct {
-	cfg         *config.App
+	cfgp        atomic.Pointer[config.App] // swapped whole, under the deploy lock, by a config reload
 	dir         string
 	repo        *Repo
 	store       *releases.Store
@@ -59,7 +60,7 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
 	}
 	a := &App{
-		cfg: cfg, dir: dir, repo: repo, store: store, sockets: sockets,
+		dir: dir, repo: repo, store: store, sockets: sockets,
 		workerLog: &lumberjack.Logger{
 			Filename: filepath.Join(dir, "logs", "workers.log"), MaxSize: 50, MaxBackups: 5,
 		},
@@ -68,14 +69,18 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 		lock:        make(chan struct{}, 1),
 		work:        work,
 	}
+	a.cfgp.Store(cfg)
 	return a, nil
 }
 
+// cfg is the app's configuration. A deploy lock holder sees it stable.
+func (a *App) cfg() *config.App { return a.cfgp.Load() }
+
 // Name is the app's name.
-func (a *App) Name() string { return a.cfg.Name }
+func (a *App) Name() string { return a.cfg().Name }
 
 // Branch is the deploy branch.
-func (a *App) Branch() string { return a.cfg.Branch }
+func (a *App) Branch() string { return a.cfg().Branch }
 
 // Repo is the app's bare repository.
 func (a *App) Repo() *Repo { return a.repo }
@@ -99,7 +104,7 @@ func (a *App) acquire(ctx context.Context, pr *progress, what string) (func(), e
 		defer a.holderMu.Unlock()
 		return a.holder
 	}
-	pr.Step("Waiting for the deploy lock of %s: held by %s", a.cfg.Name, holder())
+	pr.Step("Waiting for the deploy lock of %s: held by %s", a.cfg().Name, holder())
 	timeout := time.NewTimer(a.lockTimeout)
 	defer timeout.Stop()
 	tick := time.NewTicker(10 * time.Second)
@@ -143,12 +148,12 @@ func (a *App) setLive(p *supervisor.Pool) {
 
 // startCommand is the configured start, else the repo's Procfile web: line.
 func (a *App) startCommand(dir string) (string, error) {
-	if a.cfg.Start != "" {
-		return a.cfg.Start, nil
+	if a.cfg().Start != "" {
+		return a.cfg().Start, nil
 	}
 	f, err := os.Open(filepath.Join(dir, "Procfile"))
 	if err != nil {
-		return "", fmt.Errorf("%w: set apps.%s.start or add a Procfile with a web: line", ErrNoStart, a.cfg.Name)
+		return "", fmt.Errorf("%w: set apps.%s.start or add a Procfile with a web: line", ErrNoStart, a.cfg().Name)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -157,21 +162,21 @@ func (a *App) startCommand(dir string) (string, error) {
 			return strings.TrimSpace(cmd), nil
 		}
 	}
-	return "", fmt.Errorf("%w: the Procfile has no web: line; set apps.%s.start", ErrNoStart, a.cfg.Name)
+	return "", fmt.Errorf("%w: the Procfile has no web: line; set apps.%s.start", ErrNoStart, a.cfg().Name)
 }
 
 func (a *App) poolSpec(rel *releases.Release) supervisor.PoolSpec {
 	return supervisor.PoolSpec{
-		App: a.cfg.Name, Release: rel.ID, Revision: rel.Revision,
+		App: a.cfg().Name, Release: rel.ID, Revision: rel.Revision,
 		Dir: a.store.Dir(rel.ID), Start: rel.Start, Workers: rel.Workers, Env: rel.Env,
-		Sockets: a.sockets, MinUptime: a.cfg.Health.MinUptime,
-		StopSignal: a.cfg.Signal(), DrainTimeout: a.cfg.DrainTimeout,
+		Sockets: a.sockets, MinUptime: a.cfg().Health.MinUptime,
+		StopSignal: a.cfg().Signal(), DrainTimeout: a.cfg().DrainTimeout,
 		Log: a.workerLog, Notify: a.notifier(),
 	}
 }
 
 func (a *App) notifier() *supervisor.Notifier {
-	if a.cfg.Health.Notify {
+	if a.cfg().Health.Notify {
 		return a.notify
 	}
 	return nil
@@ -180,10 +185,10 @@ func (a *App) notifier() *supervisor.Notifier {
 // commandEnv is the environment of the build and hooks of rel.
 func (a *App) buildEnv(rel *releases.Release, previous string) []string {
 	extra := map[string]string{}
-	for k, v := range a.cfg.Env {
+	for k, v := range a.cfg().Env {
 		extra[k] = v
 	}
-	extra["DEPLOYER_APP"] = a.cfg.Name
+	extra["DEPLOYER_APP"] = a.cfg().Name
 	extra["DEPLOYER_RELEASE"] = rel.ID
 	extra["DEPLOYER_REVISION"] = rel.Revision
 	extra["DEPLOYER_PREVIOUS_RELEASE"] = previous
@@ -201,7 +206,7 @@ func (a *App) resume(ctx context.Context) error {
 	a.recover()
 	id, err := a.store.Current()
 	if errors.Is(err, releases.ErrNoCurrent) {
-		a.log.Info("no live release yet: push to deploy", "branch", a.cfg.Branch, "listen", a.cfg.Listen)
+		a.log.Info("no live release yet: push to deploy", "branch", a.cfg().Branch, "listen", a.cfg().Listen)
 		return nil
 	}
 	if err != nil {
@@ -212,7 +217,7 @@ func (a *App) resume(ctx context.Context) error {
 		return err
 	}
 	a.applyConfig(rel)
-	pool, err := supervisor.StartPool(ctx, a.poolSpec(rel), a.cfg.Health.Timeout)
+	pool, err := supervisor.StartPool(ctx, a.poolSpec(rel), a.cfg().Health.Timeout)
 	if err != nil {
 		return a.fallBack(ctx, rel, fmt.Errorf("start %s: %w", id, err))
 	}
@@ -233,7 +238,7 @@ func (a *App) fallBack(ctx context.Context, cur *releases.Release, why error) er
 		return why
 	}
 	a.log.Error("the live release does not start; falling back", "release", cur.ID, "to", prev.ID, "err", why)
-	ref := "refs/heads/" + a.cfg.Branch
+	ref := "refs/heads/" + a.cfg().Branch
 	from, err := a.repo.Resolve(ref)
 	if err != nil {
 		from = ZeroRev
@@ -249,10 +254,10 @@ func (a *App) fallBack(ctx context.Context, cur *releases.Release, why error) er
 
 // applyConfig sets what rel runs with from the app's configuration.
 func (a *App) applyConfig(rel *releases.Release) {
-	rel.Workers = a.cfg.Workers
-	rel.Env = a.cfg.Env
-	if a.cfg.Start != "" {
-		rel.Start = a.cfg.Start
+	rel.Workers = a.cfg().Workers
+	rel.Env = a.cfg().Env
+	if a.cfg().Start != "" {
+		rel.Start = a.cfg().Start
 	}
 }
 
@@ -297,7 +302,7 @@ func (a *App) recover() {
 	if err != nil {
 		return
 	}
-	ref := "refs/heads/" + a.cfg.Branch
+	ref := "refs/heads/" + a.cfg().Branch
 	if head, err := a.repo.Resolve(ref); err == nil && head != live.Revision {
 		if err := a.repo.UpdateRef(context.Background(), ref, live.Revision, head, "deployer: recover to live "+cur); err != nil {
 			a.log.Error("recover branch", "err", err)

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/deployer/deployer/config"
@@ -29,8 +31,10 @@ type Daemon struct {
 	cron   *cron.Cron // scheduled cleanups
 	notify *supervisor.Notifier
 
-	mu     sync.Mutex
-	closed bool
+	reconfMu sync.Mutex   // one config reload at a time
+	appsMu   sync.RWMutex // guards apps and cfg, which a config reload changes
+	mu       sync.Mutex
+	closed   bool
 }
 
 // New opens every app: directories, repositories and held sockets. It does
@@ -65,23 +69,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 // that fails to start is logged and left without workers; the others start
 // regardless.
 func (d *Daemon) Start() {
-	d.cron = cron.New()
-	for _, name := range d.cfg.AppNames() {
-		a := d.apps[name]
-		if a.cfg.CleanupSchedule == "" {
-			continue
-		}
-		_, err := d.cron.AddFunc(a.cfg.CleanupSchedule, func() {
-			if _, err := d.Cleanup(d.ctx, name, -1, false, "schedule"); err != nil && !errors.Is(err, ErrClosed) {
-				a.log.Error("scheduled cleanup", "err", err)
-			}
-		})
-		if err != nil { // Validate parsed it already
-			a.log.Error("cleanup_schedule", "err", err)
-		}
-	}
 	var wg sync.WaitGroup
-	for _, a := range d.apps {
+	for _, a := range d.appList() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -91,12 +80,54 @@ func (d *Daemon) Start() {
 		}()
 	}
 	wg.Wait()
+	d.schedule()
+}
+
+// schedule (re)starts the cleanup schedule from the current config.
+func (d *Daemon) schedule() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	if d.cron != nil {
+		d.cron.Stop() // running jobs finish on their own
+	}
+	d.cron = cron.New()
+	for _, a := range d.appList() {
+		name, spec := a.Name(), a.cfg().CleanupSchedule
+		if spec == "" {
+			continue
+		}
+		_, err := d.cron.AddFunc(spec, func() {
+			if _, err := d.Cleanup(d.ctx, name, -1, false, "schedule"); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrUnknownApp) {
+				a.log.Error("scheduled cleanup", "err", err)
+			}
+		})
+		if err != nil { // Validate parsed it already
+			a.log.Error("cleanup_schedule", "err", err)
+		}
+	}
 	d.cron.Start()
+}
+
+// appList is every app, by name.
+func (d *Daemon) appList() []*App {
+	d.appsMu.RLock()
+	defer d.appsMu.RUnlock()
+	out := make([]*App, 0, len(d.apps))
+	for _, a := range d.apps {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(x, y *App) int { return strings.Compare(x.Name(), y.Name()) })
+	return out
 }
 
 // App returns the named app.
 func (d *Daemon) App(name string) (*App, error) {
+	d.appsMu.RLock()
 	a, ok := d.apps[name]
+	d.appsMu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownApp, name)
 	}
@@ -127,12 +158,12 @@ func (d *Daemon) Reload(ctx context.Context, app, by string, out io.Writer) erro
 		return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error { return a.reload(wait, by, w) })
 	}
 	var errs []error
-	for _, name := range d.cfg.AppNames() {
-		if _, err := d.apps[name].store.Current(); err != nil {
+	for _, a := range d.appList() {
+		if _, err := a.store.Current(); err != nil {
 			continue // nothing live to reload
 		}
-		if err := d.Reload(ctx, name, by, out); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		if err := d.Reload(ctx, a.Name(), by, out); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.Name(), err))
 		}
 	}
 	return errors.Join(errs...)
@@ -216,9 +247,9 @@ type Status struct {
 // Status reports every app, by name.
 func (d *Daemon) Status() []Status {
 	var out []Status
-	for _, name := range d.cfg.AppNames() {
-		a := d.apps[name]
-		s := Status{App: name, Branch: a.cfg.Branch, Listen: a.cfg.Listen, Workers: []supervisor.WorkerStatus{}}
+	for _, a := range d.appList() {
+		name := a.Name()
+		s := Status{App: name, Branch: a.cfg().Branch, Listen: a.cfg().Listen, Workers: []supervisor.WorkerStatus{}}
 		s.Live, _ = a.store.Current()
 		for _, p := range a.pools() {
 			s.Workers = append(s.Workers, p.Status()...)
@@ -235,8 +266,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
-	if d.cron != nil {
-		<-d.cron.Stop().Done()
+	d.mu.Lock()
+	c := d.cron
+	d.mu.Unlock()
+	if c != nil {
+		<-c.Stop().Done()
 	}
 	waited := make(chan struct{})
 	go func() { d.wg.Wait(); close(waited) }()
@@ -249,6 +283,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		<-waited
 	}
 	d.cancel()
+	for _, a := range d.appList() {
+		_ = a.store.Record(releases.Event{Event: "stop", By: "shutdown"})
+	}
 	d.closeApps()
 	d.notify.Close()
 	return err
@@ -256,7 +293,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 
 func (d *Daemon) closeApps() {
 	var wg sync.WaitGroup
-	for _, a := range d.apps {
+	for _, a := range d.appList() {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.close() }()
 	}

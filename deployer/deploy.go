@@ -44,7 +44,7 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 		return err
 	}
 	rel := &releases.Release{
-		Revision: p.New, Branch: a.cfg.Branch, Pusher: p.Pusher, Message: subject(commit),
+		Revision: p.New, Branch: a.cfg().Branch, Pusher: p.Pusher, Message: subject(commit),
 	}
 	a.applyConfig(rel)
 	if err := a.store.Create(rel); err != nil {
@@ -58,7 +58,7 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 	pr.setLog(logFile)
 	defer pr.setLog(io.Discard)
 	previous, _ := a.store.Current()
-	pr.Step("Deploying %s (%s) as %s, pushed by %s: %s", a.cfg.Branch, short(p.New), rel.ID, p.Pusher, rel.Message)
+	pr.Step("Deploying %s (%s) as %s, pushed by %s: %s", a.cfg().Branch, short(p.New), rel.ID, p.Pusher, rel.Message)
 
 	// Checkout.
 	t := time.Now()
@@ -78,12 +78,12 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 
 	// Build, with its hooks.
 	t = time.Now()
-	if err := a.hook(ctx, pr, "pre_build", a.cfg.Hooks.PreBuild, dir, env); err != nil {
+	if err := a.hook(ctx, pr, "pre_build", a.cfg().Hooks.PreBuild, dir, env); err != nil {
 		return a.failed(pr, rel, "hooks.pre_build", err)
 	}
-	if a.cfg.Build != "" {
-		pr.Step("Building: %s", a.cfg.Build)
-		err := runShell(ctx, dir, a.cfg.Build, env, pr.indented(), a.cfg.BuildTimeout)
+	if a.cfg().Build != "" {
+		pr.Step("Building: %s", a.cfg().Build)
+		err := runShell(ctx, dir, a.cfg().Build, env, pr.indented(), a.cfg().BuildTimeout)
 		if err != nil {
 			return a.failed(pr, rel, "build", fmt.Errorf("%w: %w", ErrBuild, err))
 		}
@@ -94,7 +94,7 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 	if err := a.store.Save(rel); err != nil {
 		return a.failed(pr, rel, "save", err)
 	}
-	if err := a.hook(ctx, pr, "release", a.cfg.Hooks.Release, dir, env); err != nil {
+	if err := a.hook(ctx, pr, "release", a.cfg().Hooks.Release, dir, env); err != nil {
 		return a.failed(pr, rel, "hooks.release", err)
 	}
 
@@ -108,7 +108,7 @@ func (a *App) deployLocked(ctx context.Context, p Push, pr *progress) error {
 	pr.Step("Deployed %s in %s (receive %s, checkout %s, build %s, preflight %s, green %s, swap %s)",
 		rel.ID, secs(total+p.Received), secs(p.Received), secs(checkout), secs(build), secs(times.preflight),
 		secs(times.green), secs(times.swap))
-	if err := a.hook(ctx, pr, "post_deploy", a.cfg.Hooks.PostDeploy, dir, env); err != nil {
+	if err := a.hook(ctx, pr, "post_deploy", a.cfg().Hooks.PostDeploy, dir, env); err != nil {
 		pr.Info("post_deploy failed (%v); %s stays live", err, rel.ID)
 		a.log.Warn("post_deploy hook failed", "release", rel.ID, "err", err)
 	}
@@ -141,7 +141,7 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 	var lt liveTimes
 	t := time.Now()
 	spec := a.poolSpec(rel)
-	if a.cfg.Health.Preflight {
+	if a.cfg().Health.Preflight {
 		lt.step = "preflight"
 		pr.Step("Preflight: one %s worker on a private socket, probing %s", rel.ID, a.probeName())
 		if err := supervisor.Preflight(ctx, spec, a.probe(rel)); err != nil {
@@ -153,8 +153,8 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 
 	t = time.Now()
 	lt.step = "green"
-	pr.Step("Starting %d green workers of %s (each must stay up %s)", rel.Workers, rel.ID, a.cfg.Health.MinUptime)
-	green, err := supervisor.StartPool(ctx, spec, a.cfg.Health.Timeout)
+	pr.Step("Starting %d green workers of %s (each must stay up %s)", rel.Workers, rel.ID, a.cfg().Health.MinUptime)
+	green, err := supervisor.StartPool(ctx, spec, a.cfg().Health.Timeout)
 	if err != nil {
 		return lt, err
 	}
@@ -231,7 +231,7 @@ func (a *App) checkBase(p Push) (string, error) {
 	}
 	if !ok {
 		return "", fmt.Errorf("%w: %s is now at %s, which %s does not contain; fetch, merge and push again",
-			ErrRefMoved, a.cfg.Branch, short(cur), short(p.New))
+			ErrRefMoved, a.cfg().Branch, short(cur), short(p.New))
 	}
 	return cur, nil
 }
@@ -245,11 +245,11 @@ func (a *App) failed(pr *progress, rel *releases.Release, step string, err error
 	}
 	pr.Step("Deploy of %s failed at %s: %v", rel.ID, step, err)
 	pr.Info("the live release is unchanged")
-	if dir := a.store.Dir(rel.ID); a.cfg.Hooks.OnFailure != "" {
+	if dir := a.store.Dir(rel.ID); a.cfg().Hooks.OnFailure != "" {
 		if _, serr := os.Stat(dir); serr == nil {
 			previous, _ := a.store.Current()
 			env := append(a.buildEnv(rel, previous), "DEPLOYER_FAILED_STEP="+step, "DEPLOYER_ERROR="+err.Error())
-			if herr := a.hook(a.work, pr, "on_failure", a.cfg.Hooks.OnFailure, dir, env); herr != nil {
+			if herr := a.hook(a.work, pr, "on_failure", a.cfg().Hooks.OnFailure, dir, env); herr != nil {
 				a.log.Warn("on_failure hook failed", "release", rel.ID, "err", herr)
 			}
 		}
@@ -260,7 +260,7 @@ func (a *App) failed(pr *progress, rel *releases.Release, step string, err error
 }
 
 func (a *App) probeName() string {
-	h := a.cfg.Health
+	h := a.cfg().Health
 	var s string
 	switch {
 	case h.HTTP != "":

@@ -20,7 +20,7 @@ func (a *App) hook(ctx context.Context, pr *progress, name, command, dir string,
 	}
 	t := time.Now()
 	pr.Step("Running %s hook: %s", name, command)
-	if err := runShell(ctx, dir, command, env, pr.indented(), a.cfg.BuildTimeout); err != nil {
+	if err := runShell(ctx, dir, command, env, pr.indented(), a.cfg().BuildTimeout); err != nil {
 		return fmt.Errorf("%s hook: %w", name, err)
 	}
 	pr.Step("%s hook done (%s)", name, secs(time.Since(t)))
@@ -33,7 +33,7 @@ func (a *App) hook(ctx context.Context, pr *progress, name, command, dir string,
 // through an os.Root of the release, so a symlink in the repository cannot
 // redirect it outside.
 func (a *App) linkShared(pr *progress, dir string) error {
-	if len(a.cfg.Shared) == 0 {
+	if len(a.cfg().Shared) == 0 {
 		return nil
 	}
 	root, err := os.OpenRoot(dir)
@@ -41,7 +41,7 @@ func (a *App) linkShared(pr *progress, dir string) error {
 		return err
 	}
 	defer root.Close()
-	for _, p := range a.cfg.Shared {
+	for _, p := range a.cfg().Shared {
 		isDir := strings.HasSuffix(p, "/")
 		rel := filepath.Clean(strings.TrimSuffix(p, "/"))
 		src := filepath.Join(a.dir, "shared", rel)
@@ -71,6 +71,6 @@ func (a *App) linkShared(pr *progress, dir string) error {
 			return fmt.Errorf("shared %s: %w", p, err)
 		}
 	}
-	pr.Step("Linked shared paths: %s", strings.Join(a.cfg.Shared, " "))
+	pr.Step("Linked shared paths: %s", strings.Join(a.cfg().Shared, " "))
 	return nil
 }

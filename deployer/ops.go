@@ -71,12 +71,12 @@ func (a *App) rollbackLocked(pr *progress, to, by, why string) error {
 	if _, err := os.Stat(a.store.Dir(target.ID)); err != nil {
 		return fmt.Errorf("rollback: %s is not on disk: %w", target.ID, err)
 	}
-	ref := "refs/heads/" + a.cfg.Branch
+	ref := "refs/heads/" + a.cfg().Branch
 	from, err := a.repo.Resolve(ref)
 	if err != nil {
 		from = ZeroRev
 	}
-	pr.Step("Rolling back %s from %s to %s (%s: %s), no rebuild", a.cfg.Name, live, target.ID, short(target.Revision), target.Message)
+	pr.Step("Rolling back %s from %s to %s (%s: %s), no rebuild", a.cfg().Name, live, target.ID, short(target.Revision), target.Message)
 	times, err := a.goLive(ctx, pr, target, cutover{
 		ref: ref, from: from, to: target.Revision, previous: live, retireAs: releases.RolledBack,
 	})
@@ -88,7 +88,7 @@ func (a *App) rollbackLocked(pr *progress, to, by, why string) error {
 		return fmt.Errorf("%s: %w", times.step, err)
 	}
 	took := time.Since(start)
-	pr.Step("Rolled back to %s in %s; %s now names %s", target.ID, secs(took), a.cfg.Branch, short(target.Revision))
+	pr.Step("Rolled back to %s in %s; %s now names %s", target.ID, secs(took), a.cfg().Branch, short(target.Revision))
 	_ = a.store.Record(releases.Event{Event: "rollback", Release: target.ID, From: live, By: by, Seconds: took.Seconds(), Detail: why})
 	a.log.Info("rolled back", "release", target.ID, "from", live, "by", by, "seconds", took.Seconds())
 	return nil
@@ -103,6 +103,11 @@ func (a *App) reload(wait context.Context, by string, out io.Writer) error {
 		return err
 	}
 	defer unlock()
+	return a.reloadLocked(pr, by)
+}
+
+// reloadLocked is reload under the deploy lock.
+func (a *App) reloadLocked(pr *progress, by string) error {
 	ctx := a.work // the work goes on if the client that asked for it leaves
 	start := time.Now()
 	live, err := a.store.Current()
@@ -114,7 +119,7 @@ func (a *App) reload(wait context.Context, by string, out io.Writer) error {
 		return err
 	}
 	a.applyConfig(rel)
-	pr.Step("Reloading %s: fresh workers of %s", a.cfg.Name, live)
+	pr.Step("Reloading %s: fresh workers of %s", a.cfg().Name, live)
 	times, err := a.goLive(ctx, pr, rel, cutover{previous: live})
 	if err != nil {
 		reason := fmt.Sprintf("reload of %s failed at %s: %v", live, times.step, err)
@@ -131,9 +136,9 @@ func (a *App) reload(wait context.Context, by string, out io.Writer) error {
 // deployRev builds and deploys rev (default: the deploy branch) from the
 // app's repository, without a push.
 func (a *App) deployRev(wait context.Context, rev, by string, out io.Writer) error {
-	ref := "refs/heads/" + a.cfg.Branch
+	ref := "refs/heads/" + a.cfg().Branch
 	if rev == "" {
-		rev = a.cfg.Branch
+		rev = a.cfg().Branch
 	}
 	hash, err := a.repo.ResolveRevision(rev)
 	if err != nil {
@@ -164,7 +169,7 @@ func (a *App) cleanup(wait context.Context, keep int, dryRun bool, by string) (*
 	}
 	defer unlock()
 	if keep < 0 {
-		keep = a.cfg.KeepReleases
+		keep = a.cfg().KeepReleases
 	}
 	list, err := a.store.List()
 	if err != nil {

@@ -16,7 +16,7 @@ const watchFailures = 3
 
 // probe is the app's health check for rel.
 func (a *App) probe(rel *releases.Release) supervisor.Probe {
-	h := a.cfg.Health
+	h := a.cfg().Health
 	return supervisor.Probe{
 		HTTPPath: h.HTTP, TCP: h.TCP, Command: h.Command,
 		Dir: a.store.Dir(rel.ID), Env: a.buildEnv(rel, ""), Timeout: h.Timeout,
@@ -26,7 +26,7 @@ func (a *App) probe(rel *releases.Release) supervisor.Probe {
 // liveAddr is where the live release can be probed: the first listen
 // address, with a wildcard host made loopback.
 func (a *App) liveAddr() string {
-	host, port, _ := net.SplitHostPort(a.cfg.Listen[0])
+	host, port, _ := net.SplitHostPort(a.cfg().Listen[0])
 	switch host {
 	case "", "0.0.0.0":
 		host = "127.0.0.1"
@@ -41,17 +41,17 @@ func (a *App) liveAddr() string {
 // cut-over ends the watch.
 func (a *App) watch(pr *progress, rel *releases.Release, previous string) {
 	probe := a.probe(rel)
-	if a.cfg.Health.Watch <= 0 || previous == "" || !probe.Active() {
+	if a.cfg().Health.Watch <= 0 || previous == "" || !probe.Active() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(a.work, a.cfg.Health.Watch)
+	ctx, cancel := context.WithTimeout(a.work, a.cfg().Health.Watch)
 	a.mu.Lock()
 	if a.stopWatch != nil {
 		a.stopWatch()
 	}
 	a.stopWatch = cancel
 	a.mu.Unlock()
-	pr.Step("Watching %s for %s: if it turns unhealthy, %s goes live again", rel.ID, a.cfg.Health.Watch, previous)
+	pr.Step("Watching %s for %s: if it turns unhealthy, %s goes live again", rel.ID, a.cfg().Health.Watch, previous)
 	go func() {
 		defer cancel()
 		tick := time.NewTicker(time.Second)

@@ -186,20 +186,30 @@ func (d *daemon) stop() {
 func (d *daemon) status() deployer.Status {
 	d.t.Helper()
 	st, err := d.client().Status(context.Background())
-	if err != nil || len(st) == 0 {
+	if err != nil {
 		d.t.Fatalf("status: %v", err)
 	}
-	return st[0]
+	for _, s := range st {
+		if s.App == "hello" {
+			return s
+		}
+	}
+	d.t.Fatalf("status has no app hello: %+v", st)
+	return deployer.Status{}
 }
 
 func (d *daemon) workerPIDs() []int {
 	st, err := d.client().Status(context.Background())
-	if err != nil || len(st) == 0 {
+	if err != nil {
 		return nil
 	}
 	var pids []int
-	for _, w := range st[0].Workers {
-		pids = append(pids, w.PID)
+	for _, s := range st {
+		for _, w := range s.Workers {
+			if s.App == "hello" {
+				pids = append(pids, w.PID)
+			}
+		}
 	}
 	return pids
 }

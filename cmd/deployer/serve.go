@@ -115,6 +115,8 @@ func serve(cfg *config.Config) error {
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGHUP)
+	// One SIGHUP or SIGUSR2 at a time is enough: the next one waits its turn
+	// in the channel, and the app locks serialise the work.
 	started := make(chan struct{})
 	go func() { d.Start(); close(started) }()
 	for sig := range sigs {
@@ -131,8 +133,21 @@ func serve(cfg *config.Config) error {
 					log.Error("reload", "err", err)
 				}
 			}()
-		default:
-			log.Warn("signal not handled yet", "signal", sig.String())
+		case syscall.SIGHUP:
+			log.Info("SIGHUP: re-reading the config", "file", cfg.File)
+			go func() {
+				<-started
+				next, err := config.Load(cfg.File)
+				if err != nil {
+					log.Error("config reload rejected; the running state is unchanged", "err", err)
+					return
+				}
+				if err := d.Reconfigure(next); err != nil {
+					log.Error("config reload", "err", err)
+					return
+				}
+				log.Info("config reloaded")
+			}()
 		}
 	}
 	go func() {

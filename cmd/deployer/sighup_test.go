@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// appSection is a config section for another copy of the example app.
+func appSection(name, addr, greeting string) string {
+	return fmt.Sprintf(`  %s:
+    listen: ["%s"]
+    build: "go build -o bin/hello ."
+    start: "./bin/hello"
+    workers: 1
+    env: {GREETING: %s}
+    health: {http: /healthz, min_uptime: 300ms, timeout: 30s}
+`, name, addr, greeting)
+}
+
+func getFrom(addr string) (string, error) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	return getWith(c, "http://"+addr+"/")
+}
+
+// TestSIGHUPAddsChangesAndRemovesAppsWhileTheOthersServe: a SIGHUP with an
+// added app, a changed env and a removed app. The unchanged app serves
+// throughout without a failed request and keeps its workers; the changed
+// one gets fresh workers with the new env; the removed one stops and frees
+// its port; the added one takes pushes. A bad config is then rejected and
+// changes nothing.
+func TestSIGHUPAddsChangesAndRemovesAppsWhileTheOthersServe(t *testing.T) {
+	d := newDaemon(t, "")
+	betaAddr, gammaAddr, deltaAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	base, _ := os.ReadFile(d.config)
+	d.stop()
+	os.WriteFile(d.config, []byte(string(base)+appSection("beta", betaAddr, "hi")+appSection("gamma", gammaAddr, "hi")), 0o644)
+	d.start()
+	r := newAppRepo(t)
+	r.mustPush(d)
+	for _, app := range []string{"beta", "gamma"} {
+		if out, err := r.push(strings.Replace(d.url(testToken), "/hello.git", "/"+app+".git", 1)); err != nil {
+			t.Fatalf("push %s: %v\n%s", app, err, out)
+		}
+	}
+	if body, err := getFrom(gammaAddr); err != nil || !strings.Contains(body, ": hi") {
+		t.Fatalf("gamma: %q %v", body, err)
+	}
+	helloPIDs := d.workerPIDs()
+	betaBefore := appStatus(t, d, "beta")
+
+	var failed, served atomic.Int64
+	stop := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		c := &http.Client{Timeout: 10 * time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := getWith(c, "http://"+d.appAddr+"/"); err != nil {
+				failed.Add(1)
+			} else {
+				served.Add(1)
+			}
+		}
+	}()
+
+	os.WriteFile(d.config, []byte(string(base)+appSection("beta", betaAddr, "hey")+appSection("delta", deltaAddr, "hi")), 0o644)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 60*time.Second, "the config reload", func() bool { return strings.Contains(d.log.String(), "config reloaded") })
+
+	if body, err := getFrom(betaAddr); err != nil || !strings.Contains(body, ": hey") {
+		t.Fatalf("beta after reload: %q %v", body, err)
+	}
+	if betaAfter := appStatus(t, d, "beta"); slices.Equal(betaAfter, betaBefore) {
+		t.Fatal("beta's workers were not replaced")
+	}
+	if c, err := net.DialTimeout("tcp", gammaAddr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the removed app's port still accepts connections")
+	}
+	if out, err := r.push(strings.Replace(d.url(testToken), "/hello.git", "/delta.git", 1)); err != nil {
+		t.Fatalf("push to the added app: %v\n%s", err, out)
+	}
+	if body, err := getFrom(deltaAddr); err != nil || !strings.HasPrefix(body, "hello from v1") {
+		t.Fatalf("delta: %q %v", body, err)
+	}
+
+	// A bad config is rejected; nothing changes.
+	os.WriteFile(d.config, []byte(string(base)+"  Bad_Name:\n    listen: [\"x\"]\n"), 0o644)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 30*time.Second, "the bad config to be rejected", func() bool {
+		return strings.Contains(d.log.String(), "config reload rejected")
+	})
+	if body, err := getFrom(deltaAddr); err != nil || !strings.HasPrefix(body, "hello from v1") {
+		t.Fatalf("delta after a rejected reload: %q %v", body, err)
+	}
+
+	close(stop)
+	<-loadDone
+	if failed.Load() != 0 || served.Load() < 50 {
+		t.Fatalf("unchanged app: %d failed, %d served", failed.Load(), served.Load())
+	}
+	if got := d.workerPIDs(); !slices.Equal(got, helloPIDs) {
+		t.Fatalf("the unchanged app's workers changed: %v -> %v", helloPIDs, got)
+	}
+}
+
+func appStatus(t *testing.T, d *daemon, app string) []int {
+	t.Helper()
+	out := d.mustCLI("status", app, "--json")
+	var pids []int
+	for _, f := range strings.Split(out, "\"pid\": ")[1:] {
+		var pid int
+		fmt.Sscan(f, &pid)
+		pids = append(pids, pid)
+	}
+	return pids
+}

@@ -1,0 +1,157 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/releases"
+	"github.com/deployer/deployer/supervisor"
+)
+
+// Reconfigure applies a new, validated configuration without a restart
+// (SIGHUP): a removed app drains and stops, an added app starts, and a
+// changed app gets a fresh pool with its new settings through the usual
+// health gate, keeping every socket whose address did not change. Apps whose
+// settings did not change are not touched. If a changed app's new pool does
+// not come up, that app keeps its old settings and pool, and the error says
+// so. Changes under git: need a restart; they are reported, not applied.
+func (d *Daemon) Reconfigure(cfg *config.Config) error {
+	d.reconfMu.Lock()
+	defer d.reconfMu.Unlock()
+	d.appsMu.RLock()
+	old := d.cfg
+	d.appsMu.RUnlock()
+	var errs []error
+	if !reflect.DeepEqual(old.Git, cfg.Git) || old.DataDir != cfg.DataDir || old.LogFormat != cfg.LogFormat {
+		d.log.Warn("config reload: changes to data_dir, log_format and git.* take effect at the next restart")
+	}
+
+	for _, name := range old.AppNames() {
+		if _, kept := cfg.Apps[name]; kept {
+			continue
+		}
+		a, _ := d.App(name)
+		d.appsMu.Lock()
+		delete(d.apps, name)
+		d.appsMu.Unlock()
+		d.log.Info("config reload: app removed, draining it", "app", name)
+		a.retireApp()
+	}
+	for _, name := range cfg.AppNames() {
+		if _, exists := old.Apps[name]; exists {
+			continue
+		}
+		a, err := openApp(d.ctx, cfg.DataDir, cfg.Apps[name], old.Git, d.log)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		a.notify = d.notify
+		d.appsMu.Lock()
+		d.apps[name] = a
+		d.appsMu.Unlock()
+		d.log.Info("config reload: app added", "app", name)
+		if err := a.resume(d.ctx); err != nil {
+			errs = append(errs, fmt.Errorf("app %s: %w", name, err))
+		}
+	}
+	for _, name := range cfg.AppNames() {
+		prev, exists := old.Apps[name]
+		if !exists || reflect.DeepEqual(prev, cfg.Apps[name]) {
+			continue
+		}
+		a, err := d.App(name)
+		if err != nil {
+			continue
+		}
+		d.log.Info("config reload: app changed, reloading its pool", "app", name)
+		if err := a.reconfigure(d.ctx, cfg.Apps[name]); err != nil {
+			errs = append(errs, fmt.Errorf("app %s: new settings not applied: %w", name, err))
+		}
+	}
+
+	applied := cfg
+	if len(errs) > 0 {
+		// Keep the settings of apps that could not change, so that the
+		// next reload compares against what really runs.
+		applied = d.running(cfg)
+	}
+	d.appsMu.Lock()
+	d.cfg = applied
+	d.appsMu.Unlock()
+	d.schedule()
+	return errors.Join(errs...)
+}
+
+// running is cfg with each app's settings as the app really runs them.
+func (d *Daemon) running(cfg *config.Config) *config.Config {
+	out := *cfg
+	out.Apps = map[string]*config.App{}
+	d.appsMu.RLock()
+	defer d.appsMu.RUnlock()
+	for name, a := range d.apps {
+		out.Apps[name] = a.cfg()
+	}
+	return &out
+}
+
+// reconfigure switches the app to cfg under the deploy lock: sockets of new
+// addresses are opened, a fresh pool of the live release starts with cfg,
+// and only once it is up are the old pool and the sockets no longer listed
+// let go. On failure nothing changes.
+func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
+	pr := newProgress(nil)
+	unlock, err := a.acquire(ctx, pr, "config reload")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	oldCfg, oldSockets := a.cfg(), a.sockets
+	var sockets, opened []*supervisor.Socket
+	for i, addr := range cfg.Listen {
+		if j := slices.IndexFunc(oldSockets, func(s *supervisor.Socket) bool { return s.Addr == addr }); j >= 0 {
+			sockets = append(sockets, oldSockets[j])
+			continue
+		}
+		s, err := supervisor.ListenSockets(fmt.Sprintf("%s-%d", cfg.Name, i), []string{addr}, 0)
+		if err != nil {
+			supervisor.CloseSockets(opened)
+			return err
+		}
+		opened = append(opened, s...)
+		sockets = append(sockets, s...)
+	}
+	a.cfgp.Store(cfg)
+	a.sockets = sockets
+	if _, err := a.store.Current(); errors.Is(err, releases.ErrNoCurrent) {
+		// Nothing live yet: the next deploy uses the new settings.
+	} else if err := a.reloadLocked(pr, "config reload"); err != nil {
+		a.cfgp.Store(oldCfg)
+		a.sockets = oldSockets
+		supervisor.CloseSockets(opened)
+		return err
+	}
+	for _, s := range oldSockets {
+		if !slices.Contains(sockets, s) {
+			s.Close()
+		}
+	}
+	return nil
+}
+
+// retireApp drains and stops an app that left the configuration, once any
+// operation on it is done, and closes its sockets.
+func (a *App) retireApp() {
+	unlock, err := a.acquire(a.work, newProgress(nil), "removal from the config")
+	if err == nil {
+		defer unlock()
+	}
+	a.endWatch()
+	a.close()
+	_ = a.store.Record(releases.Event{Event: "stop", By: "config reload", Time: time.Now().UTC()})
+}
