@@ -10,7 +10,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -88,6 +90,13 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		res, err := d.Cleanup(r.Context(), r.PathValue("app"), keep, req.DryRun, req.By)
 		reply(w, res, err)
+	})
+	mux.HandleFunc("GET /v1/apps/{app}/logs", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		lines, _ := strconv.Atoi(q.Get("lines"))
+		stream(w, func(out io.Writer) error {
+			return d.Logs(r.Context(), r.PathValue("app"), q.Get("build"), lines, q.Get("follow") == "1", out)
+		})
 	})
 	mux.HandleFunc("GET /v1/apps/{app}/releases", func(w http.ResponseWriter, r *http.Request) {
 		list, live, err := d.Releases(r.PathValue("app"))
@@ -248,6 +257,25 @@ func (c *Client) Status(ctx context.Context) ([]Status, error) {
 	defer resp.Body.Close()
 	var s []Status
 	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// Logs copies app's worker log (or a build log) to out; with follow it
+// keeps copying until ctx ends.
+func (c *Client) Logs(ctx context.Context, app, build string, lines int, follow bool, out io.Writer) error {
+	q := url.Values{"build": {build}, "lines": {strconv.Itoa(lines)}}
+	if follow {
+		q.Set("follow", "1")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/apps/"+app+"/logs?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	err = readStream(resp.Body, out)
+	if ctx.Err() != nil {
+		return nil // the user stopped following
+	}
+	return err
 }
 
 // DeployRev asks the daemon to build and deploy rev without a push.

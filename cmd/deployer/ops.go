@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/signal"
 	"os/user"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -191,4 +193,28 @@ func trim(s string, n int) string {
 		return s[:n-1] + "…"
 	}
 	return s
+}
+
+func logsCmd() *cobra.Command {
+	var build string
+	var follow bool
+	var lines int
+	c := &cobra.Command{
+		Use:   "logs APP [--build ID] [-f] [-n N]",
+		Short: "worker output (the last lines, or following it), or a release's build log",
+		Args:  usage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return cl.Logs(ctx, args[0], build, lines, follow, cmd.OutOrStdout())
+		},
+	}
+	c.Flags().StringVar(&build, "build", "", "show the build log of this release, e.g. v3")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	c.Flags().IntVarP(&lines, "lines", "n", 100, "how many of the last lines to show")
+	return c
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -157,5 +159,42 @@ func TestScheduledCleanupPrunesWhileServingAndRollbackStillWorks(t *testing.T) {
 	}
 	if out := d.mustCLI("cleanup", "hello", "--dry-run", "--keep", "0"); !strings.Contains(out, "nothing to prune") && !strings.Contains(out, "would prune v4") {
 		t.Fatalf("dry run:\n%s", out)
+	}
+}
+
+// TestLogsShowWorkerOutputAndBuildLogs.
+func TestLogsShowWorkerOutputAndBuildLogs(t *testing.T) {
+	d := newDaemon(t, "")
+	r := newAppRepo(t)
+	chatty := withMain(t, r, `mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {`,
+		`mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("served %s", r.URL.Path)`)
+	r.commit("log requests", map[string]string{"main.go": chatty})
+	r.mustPush(d)
+	if out := d.mustCLI("logs", "hello", "--build", "v1"); !strings.Contains(out, "Building: go build") || !strings.Contains(out, "Deployed v1") {
+		t.Fatalf("build log:\n%s", out)
+	}
+	// Follow from a known line, then make the app print another.
+	http.Get("http://" + d.appAddr + "/first")
+	cmd := exec.Command(daemonBin, "logs", "hello", "-f", "-n", "1000", "-c", d.config)
+	var out lockedBuffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitFor(t, 10*time.Second, "logs -f to print what was there", func() bool {
+		return strings.Contains(out.String(), "served /first")
+	})
+	http.Get("http://" + d.appAddr + "/followed")
+	waitFor(t, 10*time.Second, "the request to show in logs -f", func() bool {
+		return strings.Contains(out.String(), "served /followed") && strings.Contains(out.String(), "[v1 w")
+	})
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("logs -f did not exit cleanly on Ctrl-C: %v", err)
+	}
+	if tail := d.mustCLI("logs", "hello", "-n", "1"); strings.Count(tail, "\n") != 1 || !strings.Contains(tail, "served /followed") {
+		t.Fatalf("logs -n 1:\n%q", tail)
 	}
 }
