@@ -41,6 +41,8 @@ type App struct {
 	live      *supervisor.Pool
 	draining  []*supervisor.Pool // retired pools still draining
 	stopWatch context.CancelFunc // ends a running health.watch
+	cancelOp  context.CancelFunc // cancels the running deploy, rollback or reload
+	cancelBy  string             // who cancelled it
 	notify    *supervisor.Notifier
 }
 

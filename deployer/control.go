@@ -91,6 +91,13 @@ func (d *Daemon) Handler() http.Handler {
 		res, err := d.Cleanup(r.Context(), r.PathValue("app"), keep, req.DryRun, req.By)
 		reply(w, res, err)
 	})
+	mux.HandleFunc("POST /v1/apps/{app}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		var req CancelRequest
+		if decode(w, r, &req) {
+			what, err := d.Cancel(r.PathValue("app"), req.By)
+			reply(w, CancelResult{Cancelled: what}, err)
+		}
+	})
 	mux.HandleFunc("GET /v1/apps/{app}/logs", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		lines, _ := strconv.Atoi(q.Get("lines"))
@@ -110,7 +117,12 @@ type (
 	DeployRequest   struct{ Rev, By string }
 	RollbackRequest struct{ To, By string }
 	ReloadRequest   struct{ App, By string }
-	CleanupRequest  struct {
+	CancelRequest   struct{ By string }
+	// CancelResult says what was cancelled.
+	CancelResult struct {
+		Cancelled string `json:"cancelled"`
+	}
+	CleanupRequest struct {
 		Keep   *int
 		DryRun bool
 		By     string
@@ -135,8 +147,11 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, ErrUnknownApp) {
+		switch {
+		case errors.Is(err, ErrUnknownApp):
 			code = http.StatusNotFound
+		case errors.Is(err, ErrNothingToCancel):
+			code = http.StatusConflict
 		}
 		http.Error(w, err.Error(), code)
 		return
@@ -257,6 +272,13 @@ func (c *Client) Status(ctx context.Context) ([]Status, error) {
 	defer resp.Body.Close()
 	var s []Status
 	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// Cancel stops app's running deploy, rollback or reload.
+func (c *Client) Cancel(ctx context.Context, app, by string) (string, error) {
+	var res CancelResult
+	err := c.getJSON(ctx, http.MethodPost, "/v1/apps/"+app+"/cancel", CancelRequest{By: by}, &res)
+	return res.Cancelled, err
 }
 
 // Logs copies app's worker log (or a build log) to out; with follow it

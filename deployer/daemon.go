@@ -219,6 +219,15 @@ func (d *Daemon) run(ctx context.Context, app string, out io.Writer, op func(a *
 	}
 }
 
+// Cancel stops app's running deploy, rollback or reload and says what it was.
+func (d *Daemon) Cancel(app, by string) (string, error) {
+	a, err := d.App(app)
+	if err != nil {
+		return "", err
+	}
+	return a.cancel(by)
+}
+
 // Releases lists app's releases, newest first, and the live one's id.
 func (d *Daemon) Releases(app string) ([]*releases.Release, string, error) {
 	a, err := d.App(app)

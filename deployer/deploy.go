@@ -30,7 +30,10 @@ func (a *App) deploy(wait context.Context, p Push, out io.Writer) error {
 		return err
 	}
 	defer unlock()
-	ctx := a.work // the work goes on if the client that asked for it leaves
+	// The work goes on if the client that asked for it leaves; only
+	// deployer cancel or the daemon's shutdown stop it.
+	ctx, done := a.beginOp()
+	defer done()
 	return a.deployLocked(ctx, p, pr)
 }
 
@@ -238,6 +241,9 @@ func (a *App) checkBase(p Push) (string, error) {
 
 // failed records rel as failed at step and returns the error the pusher sees.
 func (a *App) failed(pr *progress, rel *releases.Release, step string, err error) error {
+	if by := a.cancelled(); by != "" {
+		err = fmt.Errorf("cancelled by %s: %w", by, err)
+	}
 	rel.Status = releases.Failed
 	rel.Reason = fmt.Sprintf("%s: %v", step, err)
 	if serr := a.store.Save(rel); serr != nil {

@@ -37,7 +37,10 @@ func (a *App) rollback(wait context.Context, to, by string, out io.Writer) error
 // rollbackLocked is rollback under the deploy lock; why, if set, is
 // recorded as the reason.
 func (a *App) rollbackLocked(pr *progress, to, by, why string) error {
-	ctx := a.work // the work goes on if the client that asked for it leaves
+	// The work goes on if the client that asked for it leaves; only
+	// deployer cancel or the daemon's shutdown stop it.
+	ctx, done := a.beginOp()
+	defer done()
 	start := time.Now()
 	live, err := a.store.Current()
 	if err != nil {
@@ -108,7 +111,10 @@ func (a *App) reload(wait context.Context, by string, out io.Writer) error {
 
 // reloadLocked is reload under the deploy lock.
 func (a *App) reloadLocked(pr *progress, by string) error {
-	ctx := a.work // the work goes on if the client that asked for it leaves
+	// The work goes on if the client that asked for it leaves; only
+	// deployer cancel or the daemon's shutdown stop it.
+	ctx, done := a.beginOp()
+	defer done()
 	start := time.Now()
 	live, err := a.store.Current()
 	if err != nil {
@@ -214,4 +220,44 @@ func (r *Repo) ResolveRevision(rev string) (string, error) {
 		return "", fmt.Errorf("resolve %s: %w", rev, err)
 	}
 	return h.String(), nil
+}
+
+// ErrNothingToCancel means no deploy, rollback or reload is running.
+var ErrNothingToCancel = errors.New("nothing to cancel")
+
+// beginOp starts the context of a deploy, rollback or reload, which the
+// caller holds the lock for; deployer cancel ends it.
+func (a *App) beginOp() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(a.work)
+	a.mu.Lock()
+	a.cancelOp, a.cancelBy = cancel, ""
+	a.mu.Unlock()
+	return ctx, func() {
+		a.mu.Lock()
+		a.cancelOp = nil
+		a.mu.Unlock()
+		cancel()
+	}
+}
+
+// cancel stops the running deploy, rollback or reload of the app: green is
+// stopped, blue keeps serving, the release is recorded as failed.
+func (a *App) cancel(by string) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cancelOp == nil {
+		return "", ErrNothingToCancel
+	}
+	a.cancelBy = by
+	a.cancelOp()
+	a.holderMu.Lock()
+	defer a.holderMu.Unlock()
+	return a.holder, nil
+}
+
+// cancelled says who cancelled the running operation, "" if nobody did.
+func (a *App) cancelled() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cancelBy
 }

@@ -190,9 +190,12 @@ func commandEnv() []string {
 	return env
 }
 
-// HookScript is the proc-receive hook: the deployer binary itself.
-func HookScript(exe string) string {
-	return "#!/bin/sh\nexec " + shellQuote(exe) + " hook proc-receive\n"
+// Hooks are the git hooks the daemon installs, each the deployer binary itself.
+var Hooks = []string{"proc-receive", "post-receive"}
+
+// HookScript is the script of git hook name.
+func HookScript(exe, name string) string {
+	return "#!/bin/sh\nexec " + shellQuote(exe) + " hook " + name + "\n"
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -78,3 +78,23 @@ func ProcReceive(ctx context.Context, in io.Reader, out, progress io.Writer, get
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
+
+// PostReceive tells the pusher, for each ref that is not the deploy branch,
+// that it was stored but not deployed. in has git's "old new ref" lines.
+func PostReceive(in io.Reader, out io.Writer, getenv func(string) string) error {
+	branchRef := "refs/heads/" + getenv(EnvBranch)
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 3 || f[2] == branchRef {
+			continue
+		}
+		switch {
+		case f[1] == deployer.ZeroRev:
+			fmt.Fprintf(out, "-----> %s deleted\n", f[2])
+		default:
+			fmt.Fprintf(out, "-----> %s stored, not deployed: only %s deploys\n", f[2], getenv(EnvBranch))
+		}
+	}
+	return sc.Err()
+}

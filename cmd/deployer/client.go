@@ -81,15 +81,18 @@ func statusCmd() *cobra.Command {
 
 func hookCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "hook proc-receive",
-		Short:  "git's proc-receive hook (run by git, not by hand)",
+		Use:    "hook proc-receive|post-receive",
+		Short:  "git's hooks (run by git, not by hand)",
 		Hidden: true,
 		Args:   usage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if args[0] != "proc-receive" {
-				return usageError{fmt.Errorf("unknown hook %q", args[0])}
+			switch args[0] {
+			case "proc-receive":
+				return hooks.ProcReceive(cmd.Context(), os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+			case "post-receive":
+				return hooks.PostReceive(os.Stdin, os.Stdout, os.Getenv)
 			}
-			return hooks.ProcReceive(cmd.Context(), os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+			return usageError{fmt.Errorf("unknown hook %q", args[0])}
 		},
 	}
 }

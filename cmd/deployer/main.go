@@ -29,7 +29,7 @@ func main() {
 		return usageError{errors.New("missing command; see deployer --help")}
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(serveCmd(), checkCmd(), statusCmd(), releasesCmd(), rollbackCmd(), deployCmd(), reloadCmd(), cleanupCmd(), logsCmd(), hookCmd(), tokenCmd())
+	root.AddCommand(serveCmd(), checkCmd(), statusCmd(), releasesCmd(), rollbackCmd(), deployCmd(), reloadCmd(), cleanupCmd(), logsCmd(), cancelCmd(), hookCmd(), tokenCmd())
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "deployer:", err)
 		var ue usageError

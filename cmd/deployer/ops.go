@@ -218,3 +218,23 @@ func logsCmd() *cobra.Command {
 	c.Flags().IntVarP(&lines, "lines", "n", 100, "how many of the last lines to show")
 	return c
 }
+
+func cancelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel APP",
+		Short: "stop the app's running deploy, rollback or reload; the live release keeps serving",
+		Args:  usage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			what, err := cl.Cancel(cmd.Context(), args[0], who())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cancelled: %s\n", what)
+			return nil
+		},
+	}
+}

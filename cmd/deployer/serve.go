@@ -57,8 +57,10 @@ func serve(cfg *config.Config) error {
 	if err := os.MkdirAll(hookDir, 0o700); err != nil {
 		return fmt.Errorf("hooks dir: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(hookDir, "proc-receive"), []byte(hooks.HookScript(exe)), 0o700); err != nil {
-		return fmt.Errorf("write hook: %w", err)
+	for _, h := range hooks.Hooks {
+		if err := os.WriteFile(filepath.Join(hookDir, h), []byte(hooks.HookScript(exe, h)), 0o700); err != nil {
+			return fmt.Errorf("write hook: %w", err)
+		}
 	}
 
 	d, err := deployer.New(cfg, log)
