@@ -6,9 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
@@ -89,33 +87,10 @@ func splitPath(p string) (app, action string, ok bool) {
 	return "", "", false
 }
 
-// gitCmd is git running service for app, with the deploy branch routed to
-// the proc-receive hook.
+// gitCmd is git running service for app over HTTP.
 func (h *HTTP) gitCmd(r *http.Request, app *deployer.App, svc, pusher string, args ...string) *exec.Cmd {
-	ref := "refs/heads/" + app.Branch()
-	full := []string{
-		"-c", "core.hooksPath=" + h.HookDir,
-		"-c", "receive.procReceiveRefs=" + ref,
-		"-c", "receive.maxInputSize=" + strconv.FormatInt(h.MaxPack, 10),
-		"-c", "receive.fsckObjects=true",
-		"-c", "uploadpack.allowFilter=true",
-		strings.TrimPrefix(svc, "git-"),
-	}
-	full = append(full, args...)
-	full = append(full, app.Repo().Path())
-	cmd := exec.CommandContext(r.Context(), "git", full...)
-	cmd.Env = append(commandEnv(),
-		EnvSocket+"="+h.Socket,
-		EnvApp+"="+app.Name(),
-		EnvBranch+"="+app.Branch(),
-		EnvPusher+"="+pusher,
-		EnvReceiveStart+"="+strconv.FormatInt(time.Now().UnixNano(), 10),
-	)
-	if proto := r.Header.Get("Git-Protocol"); proto != "" {
-		cmd.Env = append(cmd.Env, "GIT_PROTOCOL="+proto)
-	}
-	cmd.WaitDelay = 5 * time.Second
-	return cmd
+	return gitCommand(r.Context(), gitSetup{Socket: h.Socket, HookDir: h.HookDir, MaxPack: h.MaxPack},
+		app, svc, pusher, r.Header.Get("Git-Protocol"), args...)
 }
 
 func (h *HTTP) infoRefs(w http.ResponseWriter, r *http.Request, app *deployer.App, svc, pusher string) {
@@ -176,18 +151,6 @@ func (f *flushWriter) Write(b []byte) (int, error) {
 		err = f.rc.Flush()
 	}
 	return n, err
-}
-
-// commandEnv is the daemon's environment without deployer variables.
-func commandEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "DEPLOYER_") || strings.HasPrefix(kv, "GIT_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }
 
 // Hooks are the git hooks the daemon installs, each the deployer binary itself.

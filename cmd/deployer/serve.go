@@ -18,6 +18,7 @@ import (
 	"github.com/deployer/deployer/config"
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
+	"github.com/gliderlabs/ssh"
 	"github.com/spf13/cobra"
 )
 
@@ -106,11 +107,47 @@ func serve(cfg *config.Config) error {
 			log.Warn("git.tokens_file is not set: every HTTP push will be refused")
 		}
 	}
+	var sshSrv interface {
+		Serve(net.Listener) error
+		Shutdown(context.Context) error
+	}
+	if cfg.Git.SSHListen != "" {
+		hostKey := cfg.Git.SSHHostKey
+		if hostKey == "" {
+			hostKey = filepath.Join(cfg.DataDir, "ssh_host_ed25519_key")
+		}
+		srv, err := (&hooks.SSH{
+			Apps: d, AuthorizedKeys: cfg.Git.AuthorizedKeys, Socket: sock, HookDir: hookDir,
+			MaxPack: int64(cfg.Git.MaxPackSize), Log: log, AuthDelay: 300 * time.Millisecond,
+		}).Server(hostKey)
+		if err == nil {
+			var ln net.Listener
+			if ln, err = net.Listen("tcp", cfg.Git.SSHListen); err == nil {
+				sshSrv = srv
+				go func() {
+					if err := srv.Serve(ln); err != nil && !errors.Is(err, ssh.ErrServerClosed) {
+						log.Error("git ssh", "err", err)
+					}
+				}()
+			}
+		}
+		if err != nil {
+			if gitSrv != nil {
+				gitSrv.Close()
+			}
+			ctlSrv.Close()
+			d.Shutdown(context.Background())
+			return fmt.Errorf("git.ssh_listen: %w", err)
+		}
+		if cfg.Git.AuthorizedKeys == "" {
+			log.Warn("git.authorized_keys is not set: every SSH push will be refused")
+		}
+	}
 	pidFile := filepath.Join(cfg.DataDir, "deployer.pid")
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		log.Error("pid file", "err", err)
 	}
-	log.Info("deployer started", "pid", os.Getpid(), "git_http", cfg.Git.HTTPListen, "socket", sock, "data_dir", cfg.DataDir, "config", cfg.File)
+	log.Info("deployer started", "pid", os.Getpid(), "git_http", cfg.Git.HTTPListen, "git_ssh", cfg.Git.SSHListen, "socket", sock, "data_dir", cfg.DataDir, "config", cfg.File)
 	if len(cfg.Apps) == 0 {
 		log.Info("no apps configured: add one under apps: in deployer.yaml (see README), then restart")
 	}
@@ -157,13 +194,16 @@ func serve(cfg *config.Config) error {
 		log.Warn("forced stop")
 		os.Exit(1)
 	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if gitSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		gitSrv.Shutdown(ctx)
-		cancel()
 	}
+	if sshSrv != nil {
+		sshSrv.Shutdown(ctx)
+	}
+	cancel()
 	<-started
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err = d.Shutdown(ctx)
 	ctlSrv.Close()

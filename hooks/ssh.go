@@ -1,0 +1,168 @@
+package hooks
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// SSH serves git over SSH: public-key authentication against an OpenSSH
+// authorized_keys file, and only git-receive-pack and git-upload-pack of a
+// configured app. No shell, pty, forwarding or other command is allowed.
+type SSH struct {
+	Apps           Apps
+	AuthorizedKeys string // re-read on every authentication
+	Socket         string
+	HookDir        string
+	MaxPack        int64
+	Log            *slog.Logger
+	// AuthDelay slows down each failed authentication.
+	AuthDelay time.Duration
+}
+
+type pusherKey struct{}
+
+// Server returns the SSH server, with the host key from hostKeyFile
+// (generated there, ed25519, if it does not exist).
+func (s *SSH) Server(hostKeyFile string) (*ssh.Server, error) {
+	signer, err := loadOrCreateHostKey(hostKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	srv := &ssh.Server{
+		Handler:          s.handle,
+		PublicKeyHandler: s.authorize,
+		PtyCallback:      func(ssh.Context, ssh.Pty) bool { return false },
+		ConnectionFailedCallback: func(conn net.Conn, err error) {
+			s.Log.Warn("ssh: connection failed", "peer", conn.RemoteAddr().String(), "err", err)
+			time.Sleep(s.AuthDelay) // slows down guessing; bounded and constant
+		},
+		// No LocalPortForwardingCallback or ReversePortForwardingHandler:
+		// forwarding requests are refused.
+	}
+	srv.AddHostKey(signer)
+	return srv, nil
+}
+
+// authorize accepts a key listed in the authorized_keys file. The pusher is
+// the key's comment, or its fingerprint when it has none.
+func (s *SSH) authorize(ctx ssh.Context, key ssh.PublicKey) bool {
+	b, err := os.ReadFile(s.AuthorizedKeys)
+	if err != nil {
+		s.Log.Error("ssh: authorized_keys", "err", err)
+		return false
+	}
+	for len(bytes.TrimSpace(b)) > 0 {
+		pub, comment, _, rest, err := gossh.ParseAuthorizedKey(b)
+		if err != nil {
+			break // no more parseable keys
+		}
+		b = rest
+		if ssh.KeysEqual(pub, key) {
+			if comment == "" {
+				comment = gossh.FingerprintSHA256(key)
+			}
+			ctx.SetValue(pusherKey{}, comment)
+			return true
+		}
+	}
+	s.Log.Info("ssh: key not authorized", "peer", ctx.RemoteAddr().String(), "key", gossh.FingerprintSHA256(key))
+	return false
+}
+
+var sshCommandRE = regexp.MustCompile(`^(git-receive-pack|git-upload-pack|git receive-pack|git upload-pack) +'?(/?[^' ]+?)'?$`)
+
+func (s *SSH) handle(sess ssh.Session) {
+	peer := sess.RemoteAddr().String()
+	refuse := func(reason string) {
+		s.Log.Warn("ssh: refused", "peer", peer, "user", sess.User(), "command", sess.RawCommand(), "reason", reason)
+		fmt.Fprintf(sess.Stderr(), "deployer: %s\n", reason)
+		sess.Exit(1)
+	}
+	raw := sess.RawCommand()
+	if raw == "" {
+		refuse("no shell here: use git push or git fetch")
+		return
+	}
+	m := sshCommandRE.FindStringSubmatch(raw)
+	if m == nil {
+		refuse("only git-receive-pack and git-upload-pack are allowed")
+		return
+	}
+	svc := strings.Replace(m[1], " ", "-", 1)
+	name := strings.TrimSuffix(strings.TrimPrefix(m[2], "/"), ".git")
+	if strings.Contains(name, "/") || name == "" || name == "." || name == ".." {
+		refuse(fmt.Sprintf("%q is not an app: use ssh://HOST/APP.git", m[2]))
+		return
+	}
+	app, err := s.Apps.App(name)
+	if err != nil {
+		refuse(fmt.Sprintf("no app %q here", name))
+		return
+	}
+	pusher, _ := sess.Context().Value(pusherKey{}).(string)
+	protocol := ""
+	for _, kv := range sess.Environ() {
+		if v, ok := strings.CutPrefix(kv, "GIT_PROTOCOL="); ok {
+			protocol = v
+		}
+	}
+	cmd := gitCommand(sess.Context(), gitSetup{Socket: s.Socket, HookDir: s.HookDir, MaxPack: s.MaxPack},
+		app, svc, pusher, protocol)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = sess, sess, sess.Stderr()
+	start := time.Now()
+	err = cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		s.Log.Info("ssh: "+svc, "app", name, "pusher", pusher, "seconds", time.Since(start).Seconds())
+		sess.Exit(0)
+	case errors.As(err, &exit):
+		sess.Exit(exit.ExitCode())
+	default:
+		s.Log.Error("ssh: "+svc, "app", name, "err", err)
+		sess.Exit(1)
+	}
+}
+
+// loadOrCreateHostKey reads an OpenSSH private key, creating an ed25519 one
+// (mode 0600) the first time.
+func loadOrCreateHostKey(path string) (gossh.Signer, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("host key: %w", err)
+		}
+		block, err := gossh.MarshalPrivateKey(priv, "deployer host key")
+		if err != nil {
+			return nil, fmt.Errorf("host key: %w", err)
+		}
+		b = pem.EncodeToMemory(block)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return nil, fmt.Errorf("host key: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	signer, err := gossh.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("host key %s: %w", path, err)
+	}
+	return signer, nil
+}
+
