@@ -14,7 +14,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 daemon_pid=""
 cleanup() {
-  [ -n "$daemon_pid" ] && kill -TERM "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
+  [ -n "$daemon_pid" ] && kill -TERM "$(cat "$work/data/deployer.pid")" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -43,7 +43,7 @@ start_daemon() { # under /usr/bin/time: its peak RSS and its children's (git rec
   daemon_pid=$!
   for _ in $(seq 100); do [ -S "$work/data/deployer.sock" ] && break; sleep 0.1; done
 }
-stop_daemon() { kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=""; }
+stop_daemon() { kill -TERM "$(cat "$work/data/deployer.pid")"; wait "$daemon_pid" || true; daemon_pid=""; }
 start_daemon
 
 echo "building a repository: $FILES files, ~${HISTORY_MB} MB of history"
@@ -90,7 +90,7 @@ mkdir "$work/small" && cd "$work/small" && git init -q -b main && echo 1 > a && 
 git init -q --bare "$work/small-plain.git"
 N=10; tp=0; to=0
 for i in $(seq $N); do
-  echo "$i" > a && git -c user.name=b -c user.email=b@b commit -qam "$i"
+  echo "change $i" > a && git -c user.name=b -c user.email=b@b commit -qam "$i"
   s=$(date +%s.%N); git push -q "file://$work/small-plain.git" main; e=$(date +%s.%N); tp=$(echo "$tp + $e - $s" | bc)
   s=$(date +%s.%N); git push -q "http://bench:bench-token@127.0.0.1:$GIT_PORT/small.git" main 2>/dev/null; e=$(date +%s.%N); to=$(echo "$to + $e - $s" | bc)
 done

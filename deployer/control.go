@@ -199,4 +199,3 @@ func (m *messageWriter) send(msg message) error {
 	m.flush()
 	return nil
 }
-

@@ -165,4 +165,3 @@ func loadOrCreateHostKey(path string) (gossh.Signer, error) {
 	}
 	return signer, nil
 }
-
