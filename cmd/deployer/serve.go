@@ -149,7 +149,7 @@ func serve(cfg *config.Config) error {
 	}
 	log.Info("deployer started", "pid", os.Getpid(), "git_http", cfg.Git.HTTPListen, "git_ssh", cfg.Git.SSHListen, "socket", sock, "data_dir", cfg.DataDir, "config", cfg.File)
 	if len(cfg.Apps) == 0 {
-		log.Info("no apps configured: add one under apps: in deployer.yaml (see README), then restart")
+		log.Info("no apps configured: add one under apps: in deployer.yaml (see README), then send SIGHUP")
 	}
 
 	sigs := make(chan os.Signal, 2)
