@@ -52,6 +52,9 @@ func TestSSHPushWithAnAuthorizedKeyDeploys(t *testing.T) {
 	if d.branch() != "" {
 		t.Fatal("an unknown key wrote the branch")
 	}
+	if !strings.Contains(d.log.String(), `msg="ssh: key not authorized" peer=127.0.0.1:`) {
+		t.Fatalf("failed authentication not logged with the peer:\n%s", d.log)
+	}
 	out, err := push(bob)
 	if err != nil || !strings.Contains(out, "remote: -----> Deployed v1") {
 		t.Fatalf("push over ssh: %v\n%s", err, out)
