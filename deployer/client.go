@@ -21,8 +21,6 @@ type Client struct {
 	http   *http.Client
 }
 
-// ErrDaemonDown means nothing listens on the control socket.
-var ErrDaemonDown = errors.New("the deployer daemon is not running")
 
 // NewClient returns a client of the daemon at socket.
 func NewClient(socket string) *Client {
@@ -155,8 +153,6 @@ func (c *Client) getJSON(ctx context.Context, method, path string, body, v any) 
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// ErrStreamCut means the daemon's answer ended before a result.
-var ErrStreamCut = errors.New("the daemon's answer ended early")
 
 func readStream(r io.Reader, out io.Writer) error {
 	sc := bufio.NewScanner(r)

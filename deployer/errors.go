@@ -15,4 +15,18 @@ var (
 	ErrRefMoved = errors.New("deploy branch moved")
 	// ErrClosed means the daemon is shutting down.
 	ErrClosed = errors.New("daemon is shutting down")
+	// ErrNoTarget means there is no release to roll back to.
+	ErrNoTarget = errors.New("no release to roll back to")
+	// ErrNotLive means the app has no live release.
+	ErrNotLive = errors.New("no live release")
+	// ErrNothingToCancel means no deploy, rollback or reload is running.
+	ErrNothingToCancel = errors.New("nothing to cancel")
+)
+
+// Errors of the control socket's client.
+var (
+	// ErrDaemonDown means nothing listens on the control socket.
+	ErrDaemonDown = errors.New("the deployer daemon is not running")
+	// ErrStreamCut means the daemon's answer ended before a result.
+	ErrStreamCut = errors.New("the daemon's answer ended early")
 )

@@ -14,12 +14,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
-var (
-	// ErrNoTarget means there is no release to roll back to.
-	ErrNoTarget = errors.New("no release to roll back to")
-	// ErrNotLive means the app has no live release.
-	ErrNotLive = errors.New("no live release")
-)
 
 // rollback makes release to (default: the previous good release) live again
 // through the health gate, with the start command, workers and env it ran
@@ -222,8 +216,6 @@ func (r *Repo) ResolveRevision(rev string) (string, error) {
 	return h.String(), nil
 }
 
-// ErrNothingToCancel means no deploy, rollback or reload is running.
-var ErrNothingToCancel = errors.New("nothing to cancel")
 
 // beginOp starts the context of a deploy, rollback or reload, which the
 // caller holds the lock for; deployer cancel ends it.

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -41,8 +40,6 @@ type Pool struct {
 	workers []*worker
 }
 
-// ErrNotUp means a worker never became ready.
-var ErrNotUp = errors.New("worker did not come up")
 
 // StartPool starts spec.Workers workers on spec.Sockets and returns once each
 // has stayed up for MinUptime. If any fails, or timeout or ctx ends first,

@@ -1,0 +1,10 @@
+package supervisor
+
+import "errors"
+
+var (
+	// ErrNotUp means a worker never became ready.
+	ErrNotUp = errors.New("worker did not come up")
+	// ErrUnhealthy means a release failed its health check.
+	ErrUnhealthy = errors.New("unhealthy")
+)
