@@ -21,7 +21,6 @@ type Client struct {
 	http   *http.Client
 }
 
-
 // NewClient returns a client of the daemon at socket.
 func NewClient(socket string) *Client {
 	return &Client{Socket: socket, http: &http.Client{Transport: &http.Transport{
@@ -152,7 +151,6 @@ func (c *Client) getJSON(ctx context.Context, method, path string, body, v any) 
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(v)
 }
-
 
 func readStream(r io.Reader, out io.Writer) error {
 	sc := bufio.NewScanner(r)

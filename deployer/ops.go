@@ -13,7 +13,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
-
 // rollback makes release to (default: the previous good release) live again
 // through the health gate, with the start command, workers and env it ran
 // with, and moves the deploy branch back to its revision. No rebuild.
@@ -214,7 +213,6 @@ func (r *Repo) ResolveRevision(rev string) (string, error) {
 	}
 	return h.String(), nil
 }
-
 
 // beginOp starts the context of a deploy, rollback or reload, which the
 // caller holds the lock for; deployer cancel ends it.

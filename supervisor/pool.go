@@ -40,7 +40,6 @@ type Pool struct {
 	workers []*worker
 }
 
-
 // StartPool starts spec.Workers workers on spec.Sockets and returns once each
 // has stayed up for MinUptime. If any fails, or timeout or ctx ends first,
 // every worker started is stopped and the reason returned: the caller's old

@@ -54,7 +54,6 @@ func (p Probe) Check(ctx context.Context, addr string) error {
 	return p.check(ctx, client, addr)
 }
 
-
 // pollInterval paces health probes: a socket gives no event for "healthy".
 const pollInterval = 100 * time.Millisecond
 
