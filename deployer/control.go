@@ -27,6 +27,9 @@ type message struct {
 
 // ListenControl opens the control socket at path, owner-only.
 func ListenControl(path string) (net.Listener, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("control socket %s: longer than a unix socket path may be (%d bytes): use a shorter data_dir", path, maxSocketPath)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -40,6 +43,9 @@ func ListenControl(path string) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// maxSocketPath is the longest path a unix socket may have on Linux.
+const maxSocketPath = 107
 
 // Handler serves the control API.
 func (d *Daemon) Handler() http.Handler {

@@ -25,6 +25,9 @@ type Notifier struct {
 
 // ListenNotify opens the notify socket at path, owner-only.
 func ListenNotify(path string) (*Notifier, error) {
+	if len(path) > 107 {
+		return nil, fmt.Errorf("notify socket %s: longer than a unix socket path may be (107 bytes): use a shorter data_dir", path)
+	}
 	_ = os.Remove(path)
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
