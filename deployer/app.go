@@ -43,6 +43,7 @@ type App struct {
 	stopWatch context.CancelFunc // ends a running health.watch
 	cancelOp  context.CancelFunc // cancels the running deploy, rollback or reload
 	cancelBy  string             // who cancelled it
+	closed    bool               // removed from the config or the daemon stopped
 	notify    *supervisor.Notifier
 }
 
@@ -90,15 +91,19 @@ func (a *App) Repo() *Repo { return a.repo }
 // acquire takes the deploy lock for what, telling pr who holds it while it
 // waits, up to the lock timeout.
 func (a *App) acquire(ctx context.Context, pr *progress, what string) (func(), error) {
-	take := func() func() {
+	take := func() (func(), error) {
+		if a.isClosed() {
+			<-a.lock
+			return nil, fmt.Errorf("app %s: %w", a.Name(), ErrClosed)
+		}
 		a.holderMu.Lock()
 		a.holder = fmt.Sprintf("%s (since %s)", what, time.Now().UTC().Format(time.TimeOnly))
 		a.holderMu.Unlock()
-		return func() { <-a.lock }
+		return func() { <-a.lock }, nil
 	}
 	select {
 	case a.lock <- struct{}{}:
-		return take(), nil
+		return take()
 	default:
 	}
 	holder := func() string {
@@ -114,7 +119,7 @@ func (a *App) acquire(ctx context.Context, pr *progress, what string) (func(), e
 	for {
 		select {
 		case a.lock <- struct{}{}:
-			return take(), nil
+			return take()
 		case <-tick.C:
 			pr.Info("still waiting: %s", holder())
 		case <-timeout.C:
@@ -315,12 +320,29 @@ func (a *App) recover() {
 }
 
 // close drains the live pool and closes the sockets: daemon shutdown only.
-func (a *App) close() {
-	if p := a.livePool(); p != nil {
+// close stops the app for good: it cancels what runs, waits for the deploy
+// lock (without a timeout: the operation holding it is cancelled and
+// returns), drains every pool and closes the sockets. Later operations get
+// ErrClosed.
+func (a *App) close(by string) {
+	_, _ = a.cancel(by)
+	a.lock <- struct{}{} // hold the lock for good
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.endWatch()
+	for _, p := range a.pools() {
 		p.Stop()
 	}
 	supervisor.CloseSockets(a.sockets)
 	a.workerLog.Close()
+	<-a.lock // waiters see closed and give up
+}
+
+func (a *App) isClosed() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closed
 }
 
 func short(rev string) string {

@@ -274,12 +274,10 @@ func (d *Daemon) Status() []Status {
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.mu.Lock()
 	d.closed = true
-	d.mu.Unlock()
-	d.mu.Lock()
 	c := d.cron
 	d.mu.Unlock()
 	if c != nil {
-		<-c.Stop().Done()
+		c.Stop() // a job already running is an operation counted in wg
 	}
 	waited := make(chan struct{})
 	go func() { d.wg.Wait(); close(waited) }()
@@ -292,6 +290,8 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		<-waited
 	}
 	d.cancel()
+	d.reconfMu.Lock() // a config reload in progress ends first (its work was just cancelled)
+	defer d.reconfMu.Unlock()
 	for _, a := range d.appList() {
 		_ = a.store.Record(releases.Event{Event: "stop", By: "shutdown"})
 	}
@@ -304,7 +304,7 @@ func (d *Daemon) closeApps() {
 	var wg sync.WaitGroup
 	for _, a := range d.appList() {
 		wg.Add(1)
-		go func() { defer wg.Done(); a.close() }()
+		go func() { defer wg.Done(); a.close("shutdown") }()
 	}
 	wg.Wait()
 }

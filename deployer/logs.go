@@ -1,7 +1,6 @@
 package deployer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -97,42 +96,59 @@ func writeTail(f *os.File, n int, out io.Writer) (int64, error) {
 	return size, nil
 }
 
-// followFile writes what is appended to path from offset on, reopening it
-// when it is rotated or truncated. The file gives no event, so it is polled.
+// followFile writes what is appended to path from offset on. When the file
+// is rotated (renamed away and created anew) it reads the old one to its end
+// before it moves to the new one from its start; when it is truncated it
+// starts over. A file gives no event for either, so it is polled.
 func followFile(ctx context.Context, path string, offset int64, out io.Writer) error {
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	open := func() {
+		if nf, err := os.Open(path); err == nil {
+			f = nf
+		}
+	}
+	open()
+	if f != nil {
+		if st, err := f.Stat(); err != nil || st.Size() < offset {
+			offset = 0 // replaced between the tail and now
+		}
+		f.Seek(offset, io.SeekStart)
+	}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	var ino uint64
 	for {
+		if f != nil {
+			if _, err := io.Copy(out, f); err != nil {
+				return err
+			}
+			cur, errCur := f.Stat()
+			st, errPath := os.Stat(path)
+			switch {
+			case errPath == nil && errCur == nil && !os.SameFile(cur, st):
+				if _, err := io.Copy(out, f); err != nil { // the rest of the old file
+					return err
+				}
+				f.Close()
+				f = nil
+				open()
+				continue
+			case errCur == nil:
+				if pos, _ := f.Seek(0, io.SeekCurrent); cur.Size() < pos {
+					f.Seek(0, io.SeekStart) // truncated
+				}
+			}
+		} else {
+			open()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-		}
-		st, err := os.Stat(path)
-		if err != nil {
-			continue
-		}
-		if cur := inode(st); ino != 0 && cur != ino || st.Size() < offset {
-			offset = 0 // rotated or truncated: the new file from its start
-		}
-		ino = inode(st)
-		if st.Size() == offset {
-			continue
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			continue
-		}
-		buf := &bytes.Buffer{}
-		if _, err = f.Seek(offset, io.SeekStart); err == nil {
-			var m int64
-			m, err = io.Copy(buf, io.LimitReader(f, st.Size()-offset))
-			offset += m
-		}
-		f.Close()
-		if _, werr := out.Write(buf.Bytes()); werr != nil {
-			return werr
 		}
 	}
 }

@@ -14,15 +14,22 @@ import (
 )
 
 // Reconfigure applies a new, validated configuration without a restart
-// (SIGHUP): a removed app drains and stops, an added app starts, and a
-// changed app gets a fresh pool with its new settings through the usual
-// health gate, keeping every socket whose address did not change. Apps whose
+// (SIGHUP): a removed app drains and stops, then a changed app gets a fresh pool with its new settings through the usual
+// health gate, keeping every socket whose address did not change, then an
+// added app starts; in that order, so an address an app gave up can be taken
+// by another in the same reload. Apps whose
 // settings did not change are not touched. If a changed app's new pool does
 // not come up, that app keeps its old settings and pool, and the error says
 // so. Changes under git: need a restart; they are reported, not applied.
 func (d *Daemon) Reconfigure(cfg *config.Config) error {
 	d.reconfMu.Lock()
 	defer d.reconfMu.Unlock()
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
 	d.appsMu.RLock()
 	old := d.cfg
 	d.appsMu.RUnlock()
@@ -43,6 +50,21 @@ func (d *Daemon) Reconfigure(cfg *config.Config) error {
 		a.retireApp()
 	}
 	for _, name := range cfg.AppNames() {
+		prev, exists := old.Apps[name]
+		if !exists || reflect.DeepEqual(prev, cfg.Apps[name]) {
+			continue
+		}
+		a, err := d.App(name)
+		if err != nil {
+			continue
+		}
+		d.log.Info("config reload: app changed, reloading its pool", "app", name)
+		if err := a.reconfigure(d.ctx, cfg.Apps[name]); err != nil {
+			errs = append(errs, fmt.Errorf("app %s: new settings not applied: %w", name, err))
+		}
+	}
+
+	for _, name := range cfg.AppNames() {
 		if _, exists := old.Apps[name]; exists {
 			continue
 		}
@@ -60,21 +82,6 @@ func (d *Daemon) Reconfigure(cfg *config.Config) error {
 			errs = append(errs, fmt.Errorf("app %s: %w", name, err))
 		}
 	}
-	for _, name := range cfg.AppNames() {
-		prev, exists := old.Apps[name]
-		if !exists || reflect.DeepEqual(prev, cfg.Apps[name]) {
-			continue
-		}
-		a, err := d.App(name)
-		if err != nil {
-			continue
-		}
-		d.log.Info("config reload: app changed, reloading its pool", "app", name)
-		if err := a.reconfigure(d.ctx, cfg.Apps[name]); err != nil {
-			errs = append(errs, fmt.Errorf("app %s: new settings not applied: %w", name, err))
-		}
-	}
-
 	applied := cfg
 	if len(errs) > 0 {
 		// Keep the settings of apps that could not change, so that the
@@ -111,6 +118,7 @@ func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
 		return err
 	}
 	defer unlock()
+	a.endWatch() // it probes the old address with the old settings
 	oldCfg, oldSockets := a.cfg(), a.sockets
 	var sockets, opened []*supervisor.Socket
 	for i, addr := range cfg.Listen {
@@ -118,13 +126,18 @@ func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
 			sockets = append(sockets, oldSockets[j])
 			continue
 		}
-		s, err := supervisor.ListenSockets(fmt.Sprintf("%s-%d", cfg.Name, i), []string{addr}, 0)
+		s, err := supervisor.ListenSocket(addr, fmt.Sprintf("%s-%d", cfg.Name, i), 0)
 		if err != nil {
 			supervisor.CloseSockets(opened)
 			return err
 		}
-		opened = append(opened, s...)
-		sockets = append(sockets, s...)
+		opened = append(opened, s)
+		sockets = append(sockets, s)
+	}
+	renamed := map[*supervisor.Socket]string{}
+	for i, s := range sockets {
+		renamed[s] = s.Name
+		s.Name = fmt.Sprintf("%s-%d", cfg.Name, i) // LISTEN_FDNAMES follows the new order
 	}
 	a.cfgp.Store(cfg)
 	a.sockets = sockets
@@ -133,6 +146,9 @@ func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
 	} else if err := a.reloadLocked(pr, "config reload"); err != nil {
 		a.cfgp.Store(oldCfg)
 		a.sockets = oldSockets
+		for s, name := range renamed {
+			s.Name = name
+		}
 		supervisor.CloseSockets(opened)
 		return err
 	}
@@ -144,14 +160,9 @@ func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
 	return nil
 }
 
-// retireApp drains and stops an app that left the configuration, once any
-// operation on it is done, and closes its sockets.
+// retireApp stops an app that left the configuration: a running operation
+// is cancelled, the pools drain, the sockets close.
 func (a *App) retireApp() {
-	unlock, err := a.acquire(a.work, newProgress(nil), "removal from the config")
-	if err == nil {
-		defer unlock()
-	}
-	a.endWatch()
-	a.close()
+	a.close("config reload")
 	_ = a.store.Record(releases.Event{Event: "stop", By: "config reload", Time: time.Now().UTC()})
 }

@@ -52,6 +52,7 @@ func (a *App) watch(pr *progress, rel *releases.Release, previous string) {
 	a.stopWatch = cancel
 	a.mu.Unlock()
 	pr.Step("Watching %s for %s: if it turns unhealthy, %s goes live again", rel.ID, a.cfg().Health.Watch, previous)
+	addr := a.liveAddr() // the address rel went live on, whatever a reload does later
 	go func() {
 		defer cancel()
 		tick := time.NewTicker(time.Second)
@@ -63,7 +64,7 @@ func (a *App) watch(pr *progress, rel *releases.Release, previous string) {
 				return
 			case <-tick.C:
 			}
-			err := probe.Check(ctx, a.liveAddr())
+			err := probe.Check(ctx, addr)
 			if ctx.Err() != nil {
 				return
 			}

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,5 +80,28 @@ func TestPostReceiveNotesRefsThatAreNotDeployed(t *testing.T) {
 	want := "-----> refs/heads/feature stored, not deployed: only main deploys\n-----> refs/tags/old deleted\n"
 	if out.String() != want {
 		t.Fatalf("got %q, want %q", out.String(), want)
+	}
+}
+
+func TestAuthorizedKeysOptions(t *testing.T) {
+	peer := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5555}
+	cases := []struct {
+		options []string
+		ok      bool
+	}{
+		{nil, true},
+		{[]string{"no-pty", "no-port-forwarding", "restrict"}, true},
+		{[]string{`from="10.1.2.3"`}, true},
+		{[]string{`from="10.1.*"`}, true},
+		{[]string{`from="10.0.0.0/8,!10.1.2.3"`}, false},
+		{[]string{`from="10.0.0.0/8"`}, true},
+		{[]string{`from="192.168.1.1"`}, false},
+		{[]string{`command="/usr/bin/gitolite-shell alice"`}, false},
+		{[]string{`permitopen="host:80"`}, false},
+	}
+	for _, c := range cases {
+		if err := allowedBy(c.options, peer); (err == nil) != c.ok {
+			t.Errorf("%v: err = %v, want ok=%v", c.options, err, c.ok)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -36,6 +37,65 @@ type SSH struct {
 
 type pusherKey struct{}
 
+type rawConnKey struct{}
+
+// preAuthTimeout bounds the handshake and authentication of a connection.
+const preAuthTimeout = 30 * time.Second
+
+// tolerated are authorized_keys options that restrict what this server never
+// allows anyway, or that carry nothing it uses.
+var tolerated = map[string]bool{
+	"no-pty": true, "no-port-forwarding": true, "no-agent-forwarding": true, "no-x11-forwarding": true,
+	"no-user-rc": true, "restrict": true, "environment": true,
+}
+
+// allowedBy applies a key's options: from= is honoured against the peer's
+// address; an option that would change what the key may do and is not
+// implemented (command=, permitopen=, ...) refuses the key rather than
+// grant more than the file says.
+func allowedBy(options []string, peer net.Addr) error {
+	for _, opt := range options {
+		name, value, _ := strings.Cut(opt, "=")
+		name = strings.ToLower(name)
+		switch {
+		case tolerated[name]:
+		case name == "from":
+			if !fromMatches(strings.Trim(value, `"`), peer) {
+				return fmt.Errorf("from=%s does not allow %s", value, peer)
+			}
+		default:
+			return fmt.Errorf("option %s is not supported", name)
+		}
+	}
+	return nil
+}
+
+// fromMatches applies an OpenSSH from= pattern list (wildcards, CIDR, and
+// negation with !) to the peer's IP address.
+func fromMatches(list string, peer net.Addr) bool {
+	host, _, err := net.SplitHostPort(peer.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	matched := false
+	for _, p := range strings.Split(list, ",") {
+		neg := strings.HasPrefix(p, "!")
+		p = strings.TrimPrefix(p, "!")
+		var hit bool
+		if _, cidr, err := net.ParseCIDR(p); err == nil {
+			hit = ip != nil && cidr.Contains(ip)
+		} else {
+			hit, _ = path.Match(p, host)
+		}
+		if hit && neg {
+			return false
+		}
+		matched = matched || hit
+	}
+	return matched
+}
+
 // Server returns the SSH server, with the host key from hostKeyFile
 // (generated there, ed25519, if it does not exist).
 func (s *SSH) Server(hostKeyFile string) (*ssh.Server, error) {
@@ -47,6 +107,13 @@ func (s *SSH) Server(hostKeyFile string) (*ssh.Server, error) {
 		Handler:          s.handle,
 		PublicKeyHandler: s.authorize,
 		PtyCallback:      func(ssh.Context, ssh.Pty) bool { return false },
+		// An unauthenticated connection gets preAuthTimeout to finish its
+		// handshake; authorize lifts the deadline.
+		ConnCallback: func(ctx ssh.Context, conn net.Conn) net.Conn {
+			_ = conn.SetDeadline(time.Now().Add(preAuthTimeout))
+			ctx.SetValue(rawConnKey{}, conn)
+			return conn
+		},
 		ConnectionFailedCallback: func(conn net.Conn, err error) {
 			s.Log.Warn("ssh: connection failed", "peer", conn.RemoteAddr().String(), "err", err)
 			time.Sleep(s.AuthDelay) // slows down guessing; bounded and constant
@@ -67,18 +134,27 @@ func (s *SSH) authorize(ctx ssh.Context, key ssh.PublicKey) bool {
 		return false
 	}
 	for len(bytes.TrimSpace(b)) > 0 {
-		pub, comment, _, rest, err := gossh.ParseAuthorizedKey(b)
+		pub, comment, options, rest, err := gossh.ParseAuthorizedKey(b)
 		if err != nil {
 			break // no more parseable keys
 		}
 		b = rest
-		if ssh.KeysEqual(pub, key) {
-			if comment == "" {
-				comment = gossh.FingerprintSHA256(key)
-			}
-			ctx.SetValue(pusherKey{}, comment)
-			return true
+		if !ssh.KeysEqual(pub, key) {
+			continue
 		}
+		if err := allowedBy(options, ctx.RemoteAddr()); err != nil {
+			s.Log.Warn("ssh: key refused by its authorized_keys options", "peer", ctx.RemoteAddr().String(),
+				"key", gossh.FingerprintSHA256(key), "reason", err)
+			return false
+		}
+		if comment == "" {
+			comment = gossh.FingerprintSHA256(key)
+		}
+		ctx.SetValue(pusherKey{}, comment)
+		if conn, ok := ctx.Value(rawConnKey{}).(net.Conn); ok {
+			_ = conn.SetDeadline(time.Time{}) // authenticated: a deploy may take long
+		}
+		return true
 	}
 	s.Log.Info("ssh: key not authorized", "peer", ctx.RemoteAddr().String(), "key", gossh.FingerprintSHA256(key))
 	return false

@@ -7,4 +7,6 @@ var (
 	ErrNotUp = errors.New("worker did not come up")
 	// ErrUnhealthy means a release failed its health check.
 	ErrUnhealthy = errors.New("unhealthy")
+	// ErrSocketClosed means a socket was used after the daemon let it go.
+	ErrSocketClosed = errors.New("socket is closed")
 )

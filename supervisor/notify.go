@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Notifier is the daemon's sd_notify socket (NOTIFY_SOCKET). Workers send
@@ -20,8 +21,20 @@ type Notifier struct {
 
 	mu      sync.Mutex
 	waiters map[int]chan<- string // pid -> the worker that owns it
-	early   map[int][]string      // messages from a pid not registered yet
+	early   map[int][]earlyMsg    // messages from a pid not registered yet
 }
+
+// earlyMsg is a message that arrived before its worker registered: a worker
+// can say READY=1 before the spawning goroutine got to register its pid.
+type earlyMsg struct {
+	at  time.Time
+	msg string
+}
+
+// earlyTTL bounds how long an unclaimed message is kept: a pid that never
+// registers (a worker's child, a process gone since) must not hand a stale
+// READY=1 to a later worker that reuses its pid.
+const earlyTTL = 5 * time.Second
 
 // ListenNotify opens the notify socket at path, owner-only.
 func ListenNotify(path string) (*Notifier, error) {
@@ -49,7 +62,7 @@ func ListenNotify(path string) (*Notifier, error) {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket: SO_PASSCRED: %w", errors.Join(err, serr))
 	}
-	n := &Notifier{path: path, conn: conn, waiters: map[int]chan<- string{}, early: map[int][]string{}}
+	n := &Notifier{path: path, conn: conn, waiters: map[int]chan<- string{}, early: map[int][]earlyMsg{}}
 	go n.serve()
 	return n, nil
 }
@@ -110,8 +123,14 @@ func (n *Notifier) deliver(pid int, msg string) {
 		}
 		return
 	}
+	now := time.Now()
+	for p, msgs := range n.early {
+		if now.Sub(msgs[len(msgs)-1].at) > earlyTTL {
+			delete(n.early, p)
+		}
+	}
 	if len(n.early[pid]) < 16 {
-		n.early[pid] = append(n.early[pid], msg)
+		n.early[pid] = append(n.early[pid], earlyMsg{at: now, msg: msg})
 	}
 }
 
@@ -121,8 +140,11 @@ func (n *Notifier) register(pid int, ch chan<- string) {
 	defer n.mu.Unlock()
 	n.waiters[pid] = ch
 	for _, m := range n.early[pid] {
+		if time.Since(m.at) > earlyTTL {
+			continue
+		}
 		select {
-		case ch <- m:
+		case ch <- m.msg:
 		default:
 		}
 	}

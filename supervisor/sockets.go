@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -16,6 +17,9 @@ type Socket struct {
 	Name string // LISTEN_FDNAMES entry
 	ln   *net.TCPListener
 	fd   int // raw descriptor, read once without touching its flags
+
+	mu     sync.Mutex
+	closed bool
 }
 
 // ListenSockets opens one socket per address, in order. If an address is
@@ -23,7 +27,7 @@ type Socket struct {
 func ListenSockets(app string, addrs []string, wait time.Duration) ([]*Socket, error) {
 	var out []*Socket
 	for i, addr := range addrs {
-		s, err := listen(addr, fmt.Sprintf("%s-%d", app, i), wait)
+		s, err := ListenSocket(addr, fmt.Sprintf("%s-%d", app, i), wait)
 		if err != nil {
 			CloseSockets(out)
 			return nil, err
@@ -42,7 +46,9 @@ func privateSockets(app string, n int) ([]*Socket, error) {
 	return ListenSockets(app, addrs, 0)
 }
 
-func listen(addr, name string, wait time.Duration) (*Socket, error) {
+// ListenSocket opens one socket named name (its LISTEN_FDNAMES entry),
+// retrying until wait passes while the address is still held.
+func ListenSocket(addr, name string, wait time.Duration) (*Socket, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		ln, err := net.Listen("tcp", addr)
@@ -75,11 +81,28 @@ func (s *Socket) readFD() error {
 // LocalAddr is the bound address (the real port for ":0").
 func (s *Socket) LocalAddr() string { return s.ln.Addr().String() }
 
-// FD is the raw descriptor, valid while the socket is open.
-func (s *Socket) FD() int { return s.fd }
+// FD is the raw descriptor, or ErrSocketClosed once the socket is closed:
+// the number may by then name another file.
+func (s *Socket) FD() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return -1, fmt.Errorf("%s: %w", s.Addr, ErrSocketClosed)
+	}
+	return s.fd, nil
+}
 
-// Close closes the socket. Only for daemon shutdown and private sockets.
-func (s *Socket) Close() error { return s.ln.Close() }
+// Close closes the socket. Only for daemon shutdown, an app's removal and
+// private sockets.
+func (s *Socket) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.ln.Close()
+}
 
 // CloseSockets closes every socket in ss.
 func CloseSockets(ss []*Socket) {

@@ -38,7 +38,11 @@ func spawn(p procSpec) (*os.Process, error) {
 	defer null.Close()
 	files := []uintptr{null.Fd(), p.out.Fd(), p.out.Fd()}
 	for _, s := range p.sockets {
-		files = append(files, uintptr(s.FD()))
+		fd, err := s.FD()
+		if err != nil {
+			return nil, fmt.Errorf("spawn: %w", err)
+		}
+		files = append(files, uintptr(fd))
 	}
 	pid, err := syscall.ForkExec(p.argv[0], p.argv, &syscall.ProcAttr{
 		Dir:   p.dir,

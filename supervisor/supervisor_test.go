@@ -136,7 +136,11 @@ func nonBlocking(t *testing.T, path string) bool {
 // the naive os/exec way of passing the socket flips it to blocking.
 func TestStartingWorkersKeepsSharedSocketNonBlocking(t *testing.T) {
 	ss := testSockets(t)
-	self := fmt.Sprintf("/proc/self/fdinfo/%d", ss[0].FD())
+	fd, err := ss[0].FD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := fmt.Sprintf("/proc/self/fdinfo/%d", fd)
 	if !nonBlocking(t, self) {
 		t.Fatal("a new socket should be non-blocking")
 	}
@@ -155,7 +159,7 @@ func TestStartingWorkersKeepsSharedSocketNonBlocking(t *testing.T) {
 	if nonBlocking(t, self) {
 		t.Fatal("expected os/exec to make the socket blocking; the check below would prove nothing")
 	}
-	if err := unix.SetNonblock(ss[0].FD(), true); err != nil {
+	if err := unix.SetNonblock(fd, true); err != nil {
 		t.Fatal(err)
 	}
 
@@ -324,6 +328,14 @@ func TestCrashedWorkerIsRestarted(t *testing.T) {
 			t.Fatalf("not restarted: %+v\n%s", st, spec.Log)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestClosedSocketIsNeverPassedOn(t *testing.T) {
+	ss := testSockets(t)
+	ss[0].Close()
+	if _, err := StartPool(context.Background(), testSpec(t, ss, "sleep 60", 1), 5*time.Second); !errors.Is(err, ErrSocketClosed) {
+		t.Fatalf("err = %v, want ErrSocketClosed", err)
 	}
 }
 

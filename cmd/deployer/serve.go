@@ -190,7 +190,14 @@ func serve(cfg *config.Config) error {
 		}
 	}
 	go func() {
-		<-sigs
+		// Only a second SIGTERM or SIGINT forces; a SIGHUP from logrotate
+		// or a stray SIGUSR2 during the drain is ignored.
+		for sig := range sigs {
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				break
+			}
+			log.Info("stopping: signal ignored", "signal", sig.String())
+		}
 		log.Warn("forced stop")
 		os.Exit(1)
 	}()
