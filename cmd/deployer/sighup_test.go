@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -127,4 +128,52 @@ func appStatus(t *testing.T, d *daemon, app string) []int {
 		pids = append(pids, pid)
 	}
 	return pids
+}
+
+// TestRemovingAnAppMidDeployCancelsItAndFreesItsPort: a SIGHUP that removes
+// an app while it builds cancels that deploy (the push is rejected), stops
+// its workers and frees its port, so a later config can take the address.
+func TestRemovingAnAppMidDeployCancelsItAndFreesItsPort(t *testing.T) {
+	gate := t.TempDir()
+	d := newDaemon(t, "")
+	betaAddr := freeAddr(t)
+	base, _ := os.ReadFile(d.config)
+	beta := strings.Replace(appSection("beta", betaAddr, "hi"), `build: "go build -o bin/hello ."`,
+		`build: "if [ -e message.txt ]; then touch `+gate+`/building; sleep 300; fi; go build -o bin/hello ."`, 1)
+	d.stop()
+	os.WriteFile(d.config, []byte(string(base)+beta), 0o644)
+	d.start()
+	r := newAppRepo(t)
+	betaURL := strings.Replace(d.url(testToken), "/hello.git", "/beta.git", 1)
+	if out, err := r.push(betaURL); err != nil {
+		t.Fatalf("push beta: %v\n%s", err, out)
+	}
+	r.commit("slow", map[string]string{"message.txt": "slow"})
+	pushed := make(chan string, 1)
+	go func() { out, _ := r.push(betaURL); pushed <- out }()
+	waitBuilding(t, gate)
+
+	os.WriteFile(d.config, base, 0o644)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	if out := <-pushed; !strings.Contains(out, "[remote rejected]") {
+		t.Fatalf("the removed app's deploy went on:\n%s", out)
+	}
+	waitFor(t, 30*time.Second, "the config reload", func() bool { return strings.Contains(d.log.String(), "config reloaded") })
+	if c, err := net.DialTimeout("tcp", betaAddr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the removed app's port still accepts connections")
+	}
+	releases := filepath.Join(d.dir, "data/apps/beta/releases")
+	waitFor(t, 10*time.Second, "the removed app's processes to be gone", func() bool {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cwd")
+		for _, p := range procs {
+			if cwd, _ := os.Readlink(p); strings.HasPrefix(cwd, releases) {
+				return false
+			}
+		}
+		return true
+	})
+	if out, err := d.cli("status", "beta"); err == nil {
+		t.Fatalf("status still knows the removed app:\n%s", out)
+	}
 }
