@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/deployer/deployer/config"
 	"github.com/deployer/deployer/releases"
@@ -368,7 +369,8 @@ func (q *outQueue) detach() {
 }
 
 // close stops taking writes and waits until what was queued reached the
-// client, or the client was detached.
+// client, the client was detached, or outDrainTimeout passed: a client that
+// reads very slowly does not hold the operation (or the daemon's shutdown).
 func (q *outQueue) close() {
 	q.mu.Lock()
 	if q.ch != nil {
@@ -376,7 +378,16 @@ func (q *outQueue) close() {
 		q.ch = nil
 	}
 	q.mu.Unlock()
-	<-q.done
+	t := time.NewTimer(outDrainTimeout)
+	defer t.Stop()
+	select {
+	case <-q.done:
+	case <-t.C:
+		q.detach()
+	}
 }
+
+// outDrainTimeout bounds how long finished output may take to reach a client.
+const outDrainTimeout = 10 * time.Second
 
 var errDetached = errors.New("client disconnected")
