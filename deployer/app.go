@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -352,4 +351,3 @@ func short(rev string) string {
 	return rev
 }
 
-var _ io.Writer = (*lumberjack.Logger)(nil)
