@@ -350,4 +350,3 @@ func short(rev string) string {
 	}
 	return rev
 }
-
