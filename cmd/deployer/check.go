@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 
-	"github.com/deployer/deployer/config"
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 )
@@ -14,8 +13,7 @@ func checkCmd() *cobra.Command {
 		Short: "validate the config and print the effective settings",
 		Args:  usage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			file, _ := cmd.Flags().GetString("config")
-			cfg, err := config.Load(file)
+			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
 			}

@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/deployer/deployer/config"
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
 	"github.com/spf13/cobra"
@@ -20,8 +19,7 @@ func socketPath(cmd *cobra.Command) (string, error) {
 	if s := os.Getenv("DEPLOYER_SOCKET"); s != "" {
 		return s, nil
 	}
-	file, _ := cmd.Flags().GetString("config")
-	cfg, err := config.Load(file)
+	cfg, err := loadConfig(cmd)
 	if err != nil {
 		return "", err
 	}

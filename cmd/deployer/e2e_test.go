@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -187,33 +185,7 @@ func TestDeployRollbackAndReloadUnderLoadLoseNoRequest(t *testing.T) {
 	r := newAppRepo(t)
 	r.mustPush(d)
 
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	var failures []string
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < 16; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := getWith(c, "http://"+d.appAddr+"/"); err != nil {
-					failed.Add(1)
-					mu.Lock()
-					failures = append(failures, err.Error())
-					mu.Unlock()
-					continue
-				}
-				ok.Add(1)
-			}
-		}()
-	}
+	l := startLoad(d.appAddr, 16)
 	for _, msg := range []string{"two", "three"} {
 		r.commit(msg, map[string]string{"message.txt": msg})
 		r.mustPush(d)
@@ -240,15 +212,7 @@ func TestDeployRollbackAndReloadUnderLoadLoseNoRequest(t *testing.T) {
 	})
 	d.serves("v2")
 
-	close(stop)
-	wg.Wait()
-	t.Logf("requests during 2 deploys, a rollback and a reload: %d ok, %d failed", ok.Load(), failed.Load())
-	if failed.Load() != 0 {
-		t.Fatalf("%d requests failed, e.g. %v", failed.Load(), failures[:min(5, len(failures))])
-	}
-	if ok.Load() < 100 {
-		t.Fatalf("only %d requests ran: the load proved nothing", ok.Load())
-	}
+	l.finish(t, "2 deploys, a rollback and a reload", 100)
 	pid, _ := os.ReadFile(filepath.Join(d.dir, "data/deployer.pid"))
 	if strings.TrimSpace(string(pid)) != strconv.Itoa(d.cmd.Process.Pid) {
 		t.Fatalf("pid file %q, daemon pid %d", pid, d.cmd.Process.Pid)

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 const wsgiApp = `import os
@@ -46,33 +43,11 @@ func TestGunicornAppDeploysUnmodified(t *testing.T) {
 		t.Fatalf("v1: %q %v", body, err)
 	}
 
-	var failed, ok atomic.Int64
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		c := &http.Client{Timeout: 10 * time.Second}
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := getWith(c, "http://"+d.appAddr+"/"); err != nil {
-				failed.Add(1)
-			} else {
-				ok.Add(1)
-			}
-		}
-	}()
+	l := startLoad(d.appAddr, 1)
 	r.commit("v2", map[string]string{"message.txt": "two"})
 	r.mustPush(d)
-	close(stop)
-	<-done
+	l.finish(t, "the gunicorn swap", 20)
 	if body, err := d.get(); err != nil || body != "gunicorn v2 two\n" {
 		t.Fatalf("v2: %q %v", body, err)
 	}
-	if failed.Load() != 0 || ok.Load() < 20 {
-		t.Fatalf("during the gunicorn swap: %d failed, %d ok", failed.Load(), ok.Load())
-	}
-	t.Logf("gunicorn swap: %d requests, 0 failed", ok.Load())
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/deployer/deployer/config"
 	"github.com/spf13/cobra"
 )
 
@@ -48,4 +49,11 @@ func usage(v cobra.PositionalArgs) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// loadConfig loads the file named by -c (or the default search), as every
+// command that needs the config does.
+func loadConfig(cmd *cobra.Command) (*config.Config, error) {
+	file, _ := cmd.Flags().GetString("config")
+	return config.Load(file)
 }

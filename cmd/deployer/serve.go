@@ -28,8 +28,7 @@ func serveCmd() *cobra.Command {
 		Short: "run the daemon: git receivers, worker pools, control socket",
 		Args:  usage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			file, _ := cmd.Flags().GetString("config")
-			cfg, err := config.Load(file)
+			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
 			}

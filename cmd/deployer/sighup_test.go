@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -57,25 +56,7 @@ func TestSIGHUPAddsChangesAndRemovesAppsWhileTheOthersServe(t *testing.T) {
 	helloPIDs := d.workerPIDs()
 	betaBefore := appStatus(t, d, "beta")
 
-	var failed, served atomic.Int64
-	stop := make(chan struct{})
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		c := &http.Client{Timeout: 10 * time.Second}
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := getWith(c, "http://"+d.appAddr+"/"); err != nil {
-				failed.Add(1)
-			} else {
-				served.Add(1)
-			}
-		}
-	}()
+	l := startLoad(d.appAddr, 1)
 
 	os.WriteFile(d.config, []byte(string(base)+appSection("beta", betaAddr, "hey")+appSection("delta", deltaAddr, "hi")), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)
@@ -108,11 +89,7 @@ func TestSIGHUPAddsChangesAndRemovesAppsWhileTheOthersServe(t *testing.T) {
 		t.Fatalf("delta after a rejected reload: %q %v", body, err)
 	}
 
-	close(stop)
-	<-loadDone
-	if failed.Load() != 0 || served.Load() < 50 {
-		t.Fatalf("unchanged app: %d failed, %d served", failed.Load(), served.Load())
-	}
+	l.finish(t, "the config reloads (unchanged app)", 50)
 	if got := d.workerPIDs(); !slices.Equal(got, helloPIDs) {
 		t.Fatalf("the unchanged app's workers changed: %v -> %v", helloPIDs, got)
 	}
