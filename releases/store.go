@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -45,20 +46,40 @@ type Release struct {
 	Env     map[string]string `json:"env,omitempty"`
 }
 
-// Store is one app's releases on disk. Its methods are safe for one deploy
-// at a time, which the caller's deploy lock guarantees.
+// Store is one app's releases on disk. Its methods that change releases
+// are safe for one deploy at a time, which the caller guarantees; Record and
+// LastEvent are safe for concurrent use.
 type Store struct {
 	dir string // apps/APP
+
+	mu     sync.Mutex          // guards newest, seq and the appends to the ledger
+	newest map[string]ledgered // the newest event of each kind, read once at Open
+	seq    int                 // ledger lines seen, to order events of equal time
 }
 
-// Open returns the store rooted at the app directory, creating its folders.
+// ledgered is an event and its place in the ledger.
+type ledgered struct {
+	Event
+	seq int
+}
+
+// Open returns the store rooted at the app directory, creating its folders,
+// and reads the ledger once to learn the newest event of each kind.
 func Open(appDir string) (*Store, error) {
 	for _, d := range []string{"releases", "logs/builds", "shared"} {
 		if err := os.MkdirAll(filepath.Join(appDir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 	}
-	return &Store{dir: appDir}, nil
+	s := &Store{dir: appDir, newest: map[string]ledgered{}}
+	events, err := s.History()
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	for _, e := range events {
+		s.remember(e)
+	}
+	return s, nil
 }
 
 // Root is the app directory.
@@ -190,7 +211,8 @@ type Event struct {
 	Seconds float64 `json:"seconds,omitempty"`
 }
 
-// Record appends e to the ledger and syncs it.
+// Record appends e to the ledger and syncs it. An event that could not be
+// written is not remembered by LastEvent either.
 func (s *Store) Record(e Event) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
@@ -199,6 +221,21 @@ func (s *Store) Record(e Event) error {
 	if err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.append(b); err != nil {
+		return err
+	}
+	s.remember(e)
+	return nil
+}
+
+func (s *Store) remember(e Event) {
+	s.seq++
+	s.newest[e.Event] = ledgered{Event: e, seq: s.seq}
+}
+
+func (s *Store) append(b []byte) error {
 	f, err := os.OpenFile(filepath.Join(s.dir, "history.jsonl"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("record: %w", err)
@@ -207,23 +244,28 @@ func (s *Store) Record(e Event) error {
 	if _, err := f.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
-	return f.Sync()
-}
-
-// LastEvent is the newest ledger event of one of the kinds, or nil.
-func (s *Store) LastEvent(kinds ...string) *Event {
-	events, err := s.History()
-	if err != nil {
-		return nil
-	}
-	for i := len(events) - 1; i >= 0; i-- {
-		for _, k := range kinds {
-			if events[i].Event == k {
-				return &events[i]
-			}
-		}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("record: %w", err)
 	}
 	return nil
+}
+
+// LastEvent is the newest ledger event of one of the kinds, or nil. It is
+// answered from memory: the ledger is read once, at Open.
+func (s *Store) LastEvent(kinds ...string) *Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var newest *ledgered
+	for _, k := range kinds {
+		if e, ok := s.newest[k]; ok && (newest == nil || e.seq > newest.seq) {
+			newest = &e
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	e := newest.Event
+	return &e
 }
 
 // History reads the whole ledger, oldest first. A torn last line (a crash
