@@ -53,14 +53,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.notify = notify
 	for _, name := range cfg.AppNames() {
-		a, err := openApp(ctx, cfg.DataDir, cfg.Apps[name], cfg.Git, log)
+		a, err := openApp(ctx, cfg.DataDir, cfg.Apps[name], cfg.Git, notify, log)
 		if err != nil {
 			d.closeApps()
 			notify.Close()
 			cancel()
 			return nil, err
 		}
-		a.notify = notify
 		d.apps[name] = a
 	}
 	return d, nil
@@ -96,7 +95,7 @@ func (d *Daemon) schedule() {
 	}
 	d.cron = cron.New()
 	for _, a := range d.appList() {
-		name, spec := a.Name(), a.cfg().CleanupSchedule
+		name, spec := a.Name(), a.settings().CleanupSchedule
 		if spec == "" {
 			continue
 		}
@@ -258,16 +257,22 @@ type Status struct {
 func (d *Daemon) Status() []Status {
 	var out []Status
 	for _, a := range d.appList() {
-		name := a.Name()
-		s := Status{App: name, Branch: a.cfg().Branch, Listen: a.cfg().Listen, Workers: []supervisor.WorkerStatus{}}
-		s.Live, _ = a.store.Current()
-		for _, p := range a.pools() {
-			s.Workers = append(s.Workers, p.Status()...)
-		}
-		s.LastDeploy = a.store.LastEvent("deploy", "rollback", "reload", "failure")
-		out = append(out, s)
+		out = append(out, a.status())
 	}
 	return out
+}
+
+// status is the app's Status, from the snapshot its loop published: it
+// never waits for a running operation.
+func (a *App) status() Status {
+	v := a.view.Load()
+	s := Status{App: a.name, Branch: v.cfg.Branch, Listen: v.cfg.Listen, Workers: []supervisor.WorkerStatus{}}
+	s.Live, _ = a.store.Current()
+	for _, p := range v.pools() {
+		s.Workers = append(s.Workers, p.Status()...)
+	}
+	s.LastDeploy = a.store.LastEvent("deploy", "rollback", "reload", "failure")
+	return s
 }
 
 // Shutdown stops new deploys, waits for running ones until ctx ends (then
@@ -294,7 +299,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.reconfMu.Lock() // a config reload in progress ends first (its work was just cancelled)
 	defer d.reconfMu.Unlock()
 	for _, a := range d.appList() {
-		_ = a.store.Record(releases.Event{Event: "stop", By: "shutdown"})
+		a.record(releases.Event{Event: "stop", By: "shutdown"})
 	}
 	d.closeApps()
 	d.notify.Close()

@@ -11,19 +11,20 @@ import (
 	"time"
 )
 
-// hook runs a lifecycle hook (SPEC §3 hooks.*) with sh -c in the release
-// dir, its output streamed to the pusher and the build log, bounded by
-// build_timeout like the build. An empty command is skipped.
-func (a *App) hook(ctx context.Context, pr *progress, name, command, dir string, env []string) error {
+// hook runs a lifecycle hook (README, "Lifecycle hooks and shared paths")
+// with sh -c in the release dir, its output streamed to the pusher and the
+// build log, bounded by build_timeout like the build. An empty command is
+// skipped.
+func (j *job) hook(ctx context.Context, name, command, dir string, env []string) error {
 	if command == "" {
 		return nil
 	}
 	t := time.Now()
-	pr.Step("Running %s hook: %s", name, command)
-	if err := runShell(ctx, dir, command, env, pr.indented(), a.cfg().BuildTimeout); err != nil {
+	j.pr.Step("Running %s hook: %s", name, command)
+	if err := runShell(ctx, dir, command, env, j.pr.indented(), j.cfg.BuildTimeout); err != nil {
 		return fmt.Errorf("%s hook: %w", name, err)
 	}
-	pr.Step("%s hook done (%s)", name, secs(time.Since(t)))
+	j.pr.Step("%s hook done (%s)", name, secs(time.Since(t)))
 	return nil
 }
 
@@ -32,8 +33,8 @@ func (a *App) hook(ctx context.Context, pr *progress, name, command, dir string,
 // directory for a path ending in "/", else an empty file. Everything happens
 // through an os.Root of the release, so a symlink in the repository cannot
 // redirect it outside.
-func (a *App) linkShared(pr *progress, dir string) error {
-	if len(a.cfg().Shared) == 0 {
+func (j *job) linkShared(dir string) error {
+	if len(j.cfg.Shared) == 0 {
 		return nil
 	}
 	root, err := os.OpenRoot(dir)
@@ -41,10 +42,10 @@ func (a *App) linkShared(pr *progress, dir string) error {
 		return err
 	}
 	defer root.Close()
-	for _, p := range a.cfg().Shared {
+	for _, p := range j.cfg.Shared {
 		isDir := strings.HasSuffix(p, "/")
 		rel := filepath.Clean(strings.TrimSuffix(p, "/"))
-		src := filepath.Join(a.dir, "shared", rel)
+		src := filepath.Join(j.dir, "shared", rel)
 		if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
 			if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
 				return err
@@ -57,7 +58,7 @@ func (a *App) linkShared(pr *progress, dir string) error {
 			if err != nil {
 				return err
 			}
-			pr.Info("created shared/%s (empty)", p)
+			j.pr.Info("created shared/%s (empty)", p)
 		}
 		if err := root.RemoveAll(rel); err != nil {
 			return fmt.Errorf("shared %s: %w", p, err)
@@ -71,6 +72,6 @@ func (a *App) linkShared(pr *progress, dir string) error {
 			return fmt.Errorf("shared %s: %w", p, err)
 		}
 	}
-	pr.Step("Linked shared paths: %s", strings.Join(a.cfg().Shared, " "))
+	j.pr.Step("Linked shared paths: %s", strings.Join(j.cfg.Shared, " "))
 	return nil
 }

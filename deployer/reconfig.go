@@ -14,11 +14,11 @@ import (
 )
 
 // Reconfigure applies a new, validated configuration without a restart
-// (SIGHUP): a removed app drains and stops, then a changed app gets a fresh pool with its new settings through the usual
-// health gate, keeping every socket whose address did not change, then an
-// added app starts; in that order, so an address an app gave up can be taken
-// by another in the same reload. Apps whose
-// settings did not change are not touched. If a changed app's new pool does
+// (SIGHUP): a removed app drains and stops, then a changed app gets a fresh
+// pool with its new settings through the usual health gate, keeping every
+// socket whose address did not change, then an added app starts; in that
+// order, so an address an app gave up can be taken by another in the same
+// reload. Apps whose settings did not change are not touched. If a changed app's new pool does
 // not come up, that app keeps its old settings and pool, and the error says
 // so. Changes under git: need a restart; they are reported, not applied.
 func (d *Daemon) Reconfigure(cfg *config.Config) error {
@@ -68,12 +68,11 @@ func (d *Daemon) Reconfigure(cfg *config.Config) error {
 		if _, exists := old.Apps[name]; exists {
 			continue
 		}
-		a, err := openApp(d.ctx, cfg.DataDir, cfg.Apps[name], old.Git, d.log)
+		a, err := openApp(d.ctx, cfg.DataDir, cfg.Apps[name], old.Git, d.notify, d.log)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		a.notify = d.notify
 		d.appsMu.Lock()
 		d.apps[name] = a
 		d.appsMu.Unlock()
@@ -102,28 +101,26 @@ func (d *Daemon) running(cfg *config.Config) *config.Config {
 	d.appsMu.RLock()
 	defer d.appsMu.RUnlock()
 	for name, a := range d.apps {
-		out.Apps[name] = a.cfg()
+		out.Apps[name] = a.settings()
 	}
 	return &out
 }
 
-// reconfigure switches the app to cfg under the deploy lock: sockets of new
-// addresses are opened, a fresh pool of the live release starts with cfg,
-// and only once it is up are the old pool and the sockets no longer listed
-// let go. On failure nothing changes.
+// reconfigure switches the app to cfg in its turn: sockets of new addresses
+// are opened, a fresh pool of the live release starts with cfg, and only
+// once it is up are the old pool and the sockets no longer listed let go.
+// On failure nothing changes.
 func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
-	pr := newProgress(nil)
-	unlock, err := a.acquire(ctx, pr, "config reload")
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	a.endWatch() // it probes the old address with the old settings
-	oldCfg, oldSockets := a.cfg(), a.sockets
+	return a.do(ctx, &op{what: "config reload", cancelable: true, run: func(j *job) error { return j.reconfigure(cfg) }})
+}
+
+func (j *job) reconfigure(cfg *config.App) error {
+	j.endWatch() // it probes the old address with the old settings
+	oldSockets := j.sockets
 	var sockets, opened []*supervisor.Socket
 	for i, addr := range cfg.Listen {
-		if j := slices.IndexFunc(oldSockets, func(s *supervisor.Socket) bool { return s.Addr == addr }); j >= 0 {
-			sockets = append(sockets, oldSockets[j])
+		if k := slices.IndexFunc(oldSockets, func(s *supervisor.Socket) bool { return s.Addr == addr }); k >= 0 {
+			sockets = append(sockets, oldSockets[k])
 			continue
 		}
 		s, err := supervisor.ListenSocket(addr, fmt.Sprintf("%s-%d", cfg.Name, i), 0)
@@ -139,13 +136,11 @@ func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
 		renamed[s] = s.Name
 		s.Name = fmt.Sprintf("%s-%d", cfg.Name, i) // LISTEN_FDNAMES follows the new order
 	}
-	a.cfgp.Store(cfg)
-	a.sockets = sockets
-	if _, err := a.store.Current(); errors.Is(err, releases.ErrNoCurrent) {
-		// Nothing live yet: the next deploy uses the new settings.
-	} else if err := a.reloadLocked(pr, "config reload"); err != nil {
-		a.cfgp.Store(oldCfg)
-		a.sockets = oldSockets
+	next := *j
+	next.cfg, next.sockets = cfg, sockets
+	if _, err := j.store.Current(); errors.Is(err, releases.ErrNoCurrent) {
+		next.swap(nil) // nothing live yet: the next deploy uses the new settings
+	} else if err := next.reload("config reload"); err != nil {
 		for s, name := range renamed {
 			s.Name = name
 		}
@@ -164,5 +159,5 @@ func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
 // is cancelled, the pools drain, the sockets close.
 func (a *App) retireApp() {
 	a.close("config reload")
-	_ = a.store.Record(releases.Event{Event: "stop", By: "config reload", Time: time.Now().UTC()})
+	a.record(releases.Event{Event: "stop", By: "config reload", Time: time.Now().UTC()})
 }

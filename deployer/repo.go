@@ -8,9 +8,9 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/deployer/deployer/releases"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
 // ZeroRev is git's all-zero object name: "no such ref".
@@ -45,17 +45,47 @@ func (r *Repo) open() (*git.Repository, error) {
 	return repo, nil
 }
 
-// Commit reads a commit.
-func (r *Repo) Commit(rev string) (*git.Repository, *object.Commit, error) {
+// Commit is what a deploy needs of a commit.
+type Commit struct {
+	Hash    string
+	Tree    string // the hash of its tree, for Checkout
+	Subject string // the first line of its message
+}
+
+// Commit reads commit rev.
+func (r *Repo) Commit(rev string) (Commit, error) {
 	repo, err := r.open()
 	if err != nil {
-		return nil, nil, err
+		return Commit{}, err
 	}
 	c, err := repo.CommitObject(plumbing.NewHash(rev))
 	if err != nil {
-		return nil, nil, fmt.Errorf("read commit %s: %w", short(rev), err)
+		return Commit{}, fmt.Errorf("read commit %s: %w", short(rev), err)
 	}
-	return repo, c, nil
+	subject, _, _ := strings.Cut(strings.TrimSpace(c.Message), "\n")
+	return Commit{Hash: c.Hash.String(), Tree: c.TreeHash.String(), Subject: subject}, nil
+}
+
+// Checkout writes the files of tree into dir (see releases.Checkout).
+func (r *Repo) Checkout(tree, dir string) error {
+	repo, err := r.open()
+	if err != nil {
+		return err
+	}
+	return releases.Checkout(repo.Storer, plumbing.NewHash(tree), dir)
+}
+
+// ResolveRevision turns a branch, tag or (short) commit id into a commit id.
+func (r *Repo) ResolveRevision(rev string) (string, error) {
+	repo, err := r.open()
+	if err != nil {
+		return "", err
+	}
+	h, err := repo.ResolveRevision(plumbing.Revision(rev))
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", rev, err)
+	}
+	return h.String(), nil
 }
 
 // Resolve returns the revision a ref names.
@@ -90,24 +120,35 @@ func (r *Repo) UpdateRef(ctx context.Context, ref, rev, old, reason string) erro
 	return nil
 }
 
-// subject is the first line of a commit message.
-func subject(c *object.Commit) string {
-	s, _, _ := strings.Cut(strings.TrimSpace(c.Message), "\n")
-	return s
-}
-
 // IsAncestor reports whether commit a is an ancestor of (or equal to) b.
 func (r *Repo) IsAncestor(a, b string) (bool, error) {
 	if a == b {
 		return true, nil
 	}
-	repo, cb, err := r.Commit(b)
+	repo, err := r.open()
 	if err != nil {
 		return false, err
+	}
+	cb, err := repo.CommitObject(plumbing.NewHash(b))
+	if err != nil {
+		return false, fmt.Errorf("read commit %s: %w", short(b), err)
 	}
 	ca, err := repo.CommitObject(plumbing.NewHash(a))
 	if err != nil {
 		return false, fmt.Errorf("read commit %s: %w", short(a), err)
 	}
 	return ca.IsAncestor(cb)
+}
+
+// branchRef is the full name of branch.
+func branchRef(branch string) string { return "refs/heads/" + branch }
+
+// head is the revision ref names, ZeroRev if it does not exist (or cannot
+// be read: the compare-and-swap that follows then fails safely).
+func head(r repository, ref string) string {
+	rev, err := r.Resolve(ref)
+	if err != nil {
+		return ZeroRev
+	}
+	return rev
 }

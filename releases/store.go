@@ -199,6 +199,16 @@ func (s *Store) SetCurrent(id string) error {
 	return symlinkAtomic(filepath.Join("releases", id), filepath.Join(s.dir, "current"))
 }
 
+// ClearCurrent removes the current link: no release is live. It undoes the
+// first SetCurrent of an app whose cut-over could not complete.
+func (s *Store) ClearCurrent() error {
+	err := os.Remove(filepath.Join(s.dir, "current"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("clear current: %w", err)
+	}
+	return nil
+}
+
 // Event is one line of history.jsonl.
 type Event struct {
 	Time    time.Time `json:"time"`

@@ -1,0 +1,145 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/deployer/deployer/releases"
+)
+
+// cutover says what going live changes besides the pool and current.
+type cutover struct {
+	ref      string          // the deploy branch; "" leaves it alone (reload)
+	from, to string          // compare-and-swap of ref
+	previous string          // the release live before, "" if none
+	retireAs releases.Status // what previous becomes: retired, or rolled-back
+}
+
+// liveTimes are the durations of the steps of goLive, and the step it failed at.
+type liveTimes struct {
+	preflight, green, swap time.Duration
+	step                   string
+}
+
+// goLive puts rel live through the health gate: preflight on a private
+// socket, green on the shared sockets, then cut-over (branch, current,
+// metadata, pools swapped, blue retired). On any failure green is stopped
+// and nothing else has changed.
+func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
+	var lt liveTimes
+	t := time.Now()
+	spec := j.poolSpec(rel)
+	if j.cfg.Health.Preflight {
+		lt.step = "preflight"
+		j.pr.Step("Preflight: one %s worker on a private socket, probing %s", rel.ID, j.probeName())
+		if err := j.starter.Preflight(j.ctx, spec, j.probe(rel)); err != nil {
+			return lt, err
+		}
+		j.pr.Step("Preflight passed (%s)", secs(time.Since(t)))
+	}
+	lt.preflight = time.Since(t)
+
+	t = time.Now()
+	lt.step = "green"
+	j.pr.Step("Starting %d green workers of %s (each must stay up %s)", rel.Workers, rel.ID, j.cfg.Health.MinUptime)
+	green, err := j.starter.StartPool(j.ctx, spec, j.cfg.Health.Timeout)
+	if err != nil {
+		return lt, err
+	}
+	lt.green = time.Since(t)
+	j.pr.Step("Green is up (%s)", secs(lt.green))
+
+	t = time.Now()
+	lt.step = "cut-over"
+	if err := j.cutOver(rel, c); err != nil {
+		green.Stop()
+		return lt, err
+	}
+	// The new state is on disk before the drain, which may take drain_timeout.
+	j.retire(j.swap(green))
+	lt.swap = time.Since(t)
+	lt.step = ""
+	if c.previous == rel.ID {
+		j.pr.Step("Cut-over: fresh workers of %s are live, the old ones retired (%s)", rel.ID, secs(lt.swap))
+	} else {
+		j.pr.Step("Cut-over: %s is live, %s %s (%s)", rel.ID, orNone(c.previous), c.retireAs, secs(lt.swap))
+	}
+	return lt, nil
+}
+
+// cutOver moves the deploy branch (compare-and-swap), then current, then
+// records rel live and the previous release retired. If a step fails, the
+// steps before it are undone: the branch and current name what they named.
+// It is not cancelled with the operation: once started it completes or
+// undoes itself.
+func (j *job) cutOver(rel *releases.Release, c cutover) error {
+	bg := context.WithoutCancel(j.ctx)
+	if c.ref != "" {
+		if err := j.repo.UpdateRef(bg, c.ref, c.to, c.from, "deployer: "+rel.ID+" live"); err != nil {
+			return err
+		}
+	}
+	undoRef := func() {
+		if c.ref == "" {
+			return
+		}
+		if err := j.repo.UpdateRef(bg, c.ref, c.from, c.to, "deployer: undo "+rel.ID); err != nil {
+			j.log.Error("undo the branch move; the next start moves it back", "release", rel.ID, "err", err)
+		}
+	}
+	if err := j.store.SetCurrent(rel.ID); err != nil {
+		undoRef()
+		return err
+	}
+	status := rel.Status
+	rel.Status = releases.Live
+	if err := j.save(rel); err != nil {
+		rel.Status = status
+		j.restoreCurrent(c.previous)
+		undoRef()
+		return err
+	}
+	if c.previous != "" && c.previous != rel.ID {
+		if prev, err := j.store.Get(c.previous); err == nil && prev.Status == releases.Live {
+			prev.Status = c.retireAs
+			if err := j.save(prev); err != nil {
+				j.pr.Info("%s could not be marked %s (the next start will): %v", prev.ID, c.retireAs, err)
+			}
+		}
+	}
+	return nil
+}
+
+// restoreCurrent points current back at previous, or removes it if nothing
+// was live.
+func (j *job) restoreCurrent(previous string) {
+	var err error
+	if previous == "" {
+		err = j.store.ClearCurrent()
+	} else {
+		err = j.store.SetCurrent(previous)
+	}
+	if err != nil {
+		j.log.Error("undo the current switch", "current", orNone(previous), "err", err)
+	}
+}
+
+func (j *job) probeName() string {
+	h := j.cfg.Health
+	var s string
+	switch {
+	case h.HTTP != "":
+		s = "GET " + h.HTTP
+	case h.TCP:
+		s = "a TCP connection"
+	case h.Command != "":
+		s = "command " + h.Command
+	default:
+		s = fmt.Sprintf("uptime %s", h.MinUptime)
+	}
+	if h.Notify {
+		s = "READY=1, then " + s
+	}
+	return s
+}

@@ -1,0 +1,110 @@
+package deployer
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/releases"
+	"github.com/deployer/deployer/supervisor"
+)
+
+// job is an operation at work, in the goroutine its app's loop started: the
+// app, the operation's context (ended by cancel or close), its client's
+// progress, and the config and sockets the loop had when it started. Only
+// a config reload's job changes cfg and sockets, and the loop takes them
+// with the pool that runs them.
+type job struct {
+	*App
+	ctx     context.Context
+	pr      *progress
+	cfg     *config.App
+	sockets []*supervisor.Socket
+}
+
+// swap asks the loop to make green live with the job's config; it returns
+// the pool green replaced, which the caller stops.
+func (j *job) swap(green pool) pool {
+	reply := make(chan pool, 1)
+	j.swapc <- swapRequest{green: green, cfg: j.cfg, sockets: j.sockets, reply: reply}
+	return <-reply
+}
+
+// retire stops blue, the pool swap returned, and tells the loop.
+func (j *job) retire(blue pool) {
+	if blue == nil {
+		return
+	}
+	blue.Stop()
+	j.drainedc <- blue
+}
+
+// endWatch ends a running health.watch: something else is going live.
+func (j *job) endWatch() { j.watchc <- nil }
+
+// branchHead is the deploy branch's ref and the revision it names, ZeroRev
+// if none.
+func (j *job) branchHead() (ref, rev string) {
+	ref = branchRef(j.cfg.Branch)
+	return ref, head(j.repo, ref)
+}
+
+// startCommand is the configured start, else the repo's Procfile web: line.
+func (j *job) startCommand(dir string) (string, error) {
+	if j.cfg.Start != "" {
+		return j.cfg.Start, nil
+	}
+	f, err := os.Open(filepath.Join(dir, "Procfile"))
+	if err != nil {
+		return "", fmt.Errorf("%w: set apps.%s.start or add a Procfile with a web: line", ErrNoStart, j.cfg.Name)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if cmd, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "web:"); ok && strings.TrimSpace(cmd) != "" {
+			return strings.TrimSpace(cmd), nil
+		}
+	}
+	return "", fmt.Errorf("%w: the Procfile has no web: line; set apps.%s.start", ErrNoStart, j.cfg.Name)
+}
+
+func (j *job) poolSpec(rel *releases.Release) supervisor.PoolSpec {
+	spec := supervisor.PoolSpec{
+		App: j.cfg.Name, Release: rel.ID, Revision: rel.Revision,
+		Dir: j.store.Dir(rel.ID), Start: rel.Start, Workers: rel.Workers, Env: rel.Env,
+		Sockets: j.sockets, MinUptime: j.cfg.Health.MinUptime,
+		StopSignal: j.cfg.Signal(), DrainTimeout: j.cfg.DrainTimeout,
+		Log: j.workerLog,
+	}
+	if j.cfg.Health.Notify {
+		spec.Notify = j.notify
+	}
+	return spec
+}
+
+// buildEnv is the environment of the build and hooks of rel.
+func (j *job) buildEnv(rel *releases.Release, previous string) []string {
+	extra := map[string]string{}
+	for k, v := range j.cfg.Env {
+		extra[k] = v
+	}
+	extra["DEPLOYER_APP"] = j.cfg.Name
+	extra["DEPLOYER_RELEASE"] = rel.ID
+	extra["DEPLOYER_REVISION"] = rel.Revision
+	extra["DEPLOYER_PREVIOUS_RELEASE"] = previous
+	extra["DEPLOYER_RELEASE_DIR"] = j.store.Dir(rel.ID)
+	return commandEnv(extra)
+}
+
+// applyConfig sets what rel runs with from the app's configuration.
+func (j *job) applyConfig(rel *releases.Release) {
+	rel.Workers = j.cfg.Workers
+	rel.Env = j.cfg.Env
+	if j.cfg.Start != "" {
+		rel.Start = j.cfg.Start
+	}
+}

@@ -1,0 +1,69 @@
+package deployer
+
+import (
+	"context"
+	"time"
+
+	"github.com/deployer/deployer/releases"
+	"github.com/deployer/deployer/supervisor"
+)
+
+// The pipeline reaches the disk, git and worker processes through these
+// small interfaces, so that each of its failure branches can be tested with
+// fakes. In the daemon they are *releases.Store, *Repo, *supervisor.Pool
+// and supervisor's Preflight and StartPool.
+
+// store is an app's release store.
+type store interface {
+	Create(r *releases.Release) error
+	Save(r *releases.Release) error
+	Get(id string) (*releases.Release, error)
+	List() ([]*releases.Release, error)
+	Current() (string, error)
+	SetCurrent(id string) error
+	ClearCurrent() error
+	Prune(r *releases.Release) (int64, error)
+	Dir(id string) string
+	BuildLog(id string) string
+	Record(e releases.Event) error
+	LastEvent(kinds ...string) *releases.Event
+}
+
+// repository is an app's git repository.
+type repository interface {
+	Commit(rev string) (Commit, error)
+	Checkout(tree, dir string) error
+	Resolve(ref string) (string, error)
+	ResolveRevision(rev string) (string, error)
+	UpdateRef(ctx context.Context, ref, rev, old, reason string) error
+	IsAncestor(a, b string) (bool, error)
+}
+
+// pool is the running workers of one release.
+type pool interface {
+	Release() string
+	Stop()
+	Status() []supervisor.WorkerStatus
+}
+
+// starter starts workers: one on a private socket to probe it, or a pool on
+// the app's sockets.
+type starter interface {
+	Preflight(ctx context.Context, spec supervisor.PoolSpec, probe supervisor.Probe) error
+	StartPool(ctx context.Context, spec supervisor.PoolSpec, timeout time.Duration) (pool, error)
+}
+
+// processes is the starter of real worker processes.
+type processes struct{}
+
+func (processes) Preflight(ctx context.Context, spec supervisor.PoolSpec, probe supervisor.Probe) error {
+	return supervisor.Preflight(ctx, spec, probe)
+}
+
+func (processes) StartPool(ctx context.Context, spec supervisor.PoolSpec, timeout time.Duration) (pool, error) {
+	p, err := supervisor.StartPool(ctx, spec, timeout)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return p, nil
+}
