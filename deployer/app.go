@@ -30,6 +30,8 @@ type App struct {
 	workerLog   io.WriteCloser
 	log         *slog.Logger
 	lockTimeout time.Duration
+	waitReport  time.Duration   // how often a waiting client hears who holds the turn
+	watchEvery  time.Duration   // how often health.watch probes
 	work        context.Context // the daemon's: operations run on it, not on their client's
 	notify      *supervisor.Notifier
 
@@ -71,6 +73,8 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 		},
 		log:         log.With("app", cfg.Name),
 		lockTimeout: git.LockTimeout,
+		waitReport:  10 * time.Second,
+		watchEvery:  time.Second,
 		work:        work,
 		notify:      notify,
 	}

@@ -295,7 +295,7 @@ func cancelledBy(ctx context.Context) string {
 }
 
 // do runs o in its turn and returns its outcome. While it waits it tells o's
-// client who holds the turn, every 10 s, and gives up after the lock timeout
+// client who holds the turn, every waitReport (10 s), and gives up after the lock timeout
 // or when wait ends; once started it runs to its end whatever its client
 // does, and do waits for it.
 func (a *App) do(wait context.Context, o *op) error {
@@ -326,7 +326,7 @@ func (a *App) awaitTurn(wait context.Context, o *op, holder string) (err error, 
 	o.pr.Step("Waiting for the deploy lock of %s: held by %s", a.name, holder)
 	timeout := time.NewTimer(a.lockTimeout)
 	defer timeout.Stop()
-	tick := time.NewTicker(lockWaitReport)
+	tick := time.NewTicker(a.waitReport)
 	defer tick.Stop()
 	for {
 		select {
@@ -343,9 +343,6 @@ func (a *App) awaitTurn(wait context.Context, o *op, holder string) (err error, 
 		}
 	}
 }
-
-// lockWaitReport is how often a waiting client hears who holds the turn.
-const lockWaitReport = 10 * time.Second
 
 // withdraw takes o out of the queue; if the loop started or ended it
 // meanwhile, its outcome is awaited instead.

@@ -61,10 +61,10 @@ func (j *job) startWatch(rel *releases.Release, previous string) {
 	}
 }
 
-// watch probes w.addr every second until ctx ends (the loop ended the watch
+// watch probes w.addr every watchEvery (a second) until ctx ends (the loop ended the watch
 // or its period passed), and rolls back after watchFailures failures in a row.
 func (a *App) watch(ctx context.Context, w *watchSpec) {
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(a.watchEvery)
 	defer tick.Stop()
 	fails := 0
 	for {

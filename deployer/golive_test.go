@@ -1,0 +1,159 @@
+package deployer
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/deployer/deployer/releases"
+	"github.com/deployer/deployer/supervisor"
+)
+
+// TestGoLiveFailureStopsGreenAndLeavesBlueCurrentAndBranch: whatever step
+// of goLive fails, green is stopped, blue keeps serving as the live pool,
+// current and the deploy branch name what they named, and the new release
+// is not marked live.
+func TestGoLiveFailureStopsGreenAndLeavesBlueCurrentAndBranch(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		step   string
+		inject func(ta *testApp)
+		is     error
+	}{
+		{"preflight fails", "preflight", func(ta *testApp) {
+			ta.starter.set(func(s *fakeStarter) { s.preflightErr = errInjected })
+		}, errInjected},
+		{"green fails", "green", func(ta *testApp) {
+			ta.starter.set(func(s *fakeStarter) { s.startErr = supervisor.ErrNotUp })
+		}, supervisor.ErrNotUp},
+		{"branch moved under the deploy", "cut-over", func(ta *testApp) {
+			ta.repo.addCommit("other", "pushed around the deployer", "c1")
+			ta.repo.mu.Lock()
+			ta.repo.refs[branchRef("main")] = "other"
+			ta.repo.mu.Unlock()
+		}, ErrRefMoved},
+		{"current swap fails", "cut-over", func(ta *testApp) {
+			ta.store.fail(func(s *faultyStore) { s.setCurrentErr = errInjected })
+		}, errInjected},
+		{"live metadata save fails", "cut-over", func(ta *testApp) {
+			ta.store.fail(func(s *faultyStore) {
+				s.saveErr = func(r *releases.Release) error {
+					if r.Status == releases.Live {
+						return errInjected
+					}
+					return nil
+				}
+			})
+		}, errInjected},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ta := newTestApp(t, testConfig())
+			blue := ta.withLive()
+			ta.repo.addCommit("c2", "second", "c1")
+			green := ta.addRelease("c2", releases.Building)
+			c.inject(ta)
+			branchBefore := ta.repo.branch()
+			var lt liveTimes
+			err := ta.inTurn(nil, func(j *job) error {
+				var err error
+				lt, err = j.goLive(green, cutover{ref: branchRef("main"), from: "c1", to: "c2", previous: "v1", retireAs: releases.Retired})
+				return err
+			})
+			if !errors.Is(err, c.is) {
+				t.Fatalf("goLive: %v, want %v", err, c.is)
+			}
+			if lt.step != c.step {
+				t.Fatalf("failed at %q, want %q", lt.step, c.step)
+			}
+			if p := ta.starter.last(); p != blue && !p.isStopped() {
+				t.Fatal("green was left running")
+			}
+			if blue.isStopped() {
+				t.Fatal("blue was stopped")
+			}
+			if pools := ta.pools(); len(pools) != 1 || pools[0] != blue {
+				t.Fatalf("pools %v, want blue alone", pools)
+			}
+			if cur := ta.current(); cur != "v1" {
+				t.Fatalf("current %s, want v1", cur)
+			}
+			if b := ta.repo.branch(); b != branchBefore {
+				t.Fatalf("branch %s, want %s", b, branchBefore)
+			}
+			if st := ta.status(green.ID); st == releases.Live {
+				t.Fatal("the failed release is marked live")
+			}
+			if st := ta.status("v1"); st != releases.Live {
+				t.Fatalf("v1 is %s, want live", st)
+			}
+		})
+	}
+}
+
+// TestGoLiveOfTheFirstReleaseUndoesCurrentWhenItsSaveFails: with nothing
+// live before, an incomplete cut-over removes the current link it made.
+func TestGoLiveOfTheFirstReleaseUndoesCurrentWhenItsSaveFails(t *testing.T) {
+	ta := newTestApp(t, testConfig())
+	ta.repo.addCommit("c1", "first")
+	rel := ta.addRelease("c1", releases.Building)
+	ta.store.fail(func(s *faultyStore) {
+		s.saveErr = func(r *releases.Release) error {
+			if r.Status == releases.Live {
+				return errInjected
+			}
+			return nil
+		}
+	})
+	err := ta.inTurn(nil, func(j *job) error {
+		_, err := j.goLive(rel, cutover{ref: branchRef("main"), from: ZeroRev, to: "c1"})
+		return err
+	})
+	if !errors.Is(err, errInjected) {
+		t.Fatalf("goLive: %v", err)
+	}
+	if _, err := ta.store.Current(); !errors.Is(err, releases.ErrNoCurrent) {
+		t.Fatalf("current after an undone first cut-over: %v", err)
+	}
+	if _, err := ta.repo.Resolve(branchRef("main")); err == nil {
+		t.Fatal("the branch was created")
+	}
+	if !ta.starter.last().isStopped() {
+		t.Fatal("green was left running")
+	}
+	contains(t, "log", ta.logs.String(), "level=ERROR msg=\"release metadata not saved\"")
+}
+
+// TestGoLiveSwapsGreenInAndDrainsBlue: on success the branch and current
+// move, the new release is live and the previous one retired, green is the
+// live pool and blue is stopped and no longer listed.
+func TestGoLiveSwapsGreenInAndDrainsBlue(t *testing.T) {
+	ta := newTestApp(t, testConfig())
+	blue := ta.withLive()
+	ta.repo.addCommit("c2", "second", "c1")
+	rel := ta.addRelease("c2", releases.Building)
+	var out syncBuffer
+	err := ta.inTurn(&out, func(j *job) error {
+		_, err := j.goLive(rel, cutover{ref: branchRef("main"), from: "c1", to: "c2", previous: "v1", retireAs: releases.Retired})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	green := ta.starter.last()
+	if green == blue || green.isStopped() || !blue.isStopped() {
+		t.Fatalf("green stopped %v, blue stopped %v", green.isStopped(), blue.isStopped())
+	}
+	if pools := ta.pools(); !slices.Equal(pools, []pool{green}) {
+		t.Fatalf("pools %v, want green alone", pools)
+	}
+	if ta.current() != rel.ID || ta.repo.branch() != "c2" {
+		t.Fatalf("current %s branch %s", ta.current(), ta.repo.branch())
+	}
+	if ta.status(rel.ID) != releases.Live || ta.status("v1") != releases.Retired {
+		t.Fatalf("statuses %s %s", ta.status(rel.ID), ta.status("v1"))
+	}
+	if ta.starter.preflights != 1 {
+		t.Fatalf("%d preflights", ta.starter.preflights)
+	}
+	contains(t, "output", out.String(), "Cut-over: v2 is live, v1 retired")
+}
