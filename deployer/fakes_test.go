@@ -293,12 +293,19 @@ func testConfig() *config.App {
 
 func newTestApp(t *testing.T, cfg *config.App) *testApp {
 	t.Helper()
+	return newTestAppOn(t, context.Background(), cfg)
+}
+
+// newTestAppOn is a test app whose operations run on ctx, as a daemon's do
+// on its own.
+func newTestAppOn(t *testing.T, ctx context.Context, cfg *config.App) *testApp {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := releases.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	work, stop := context.WithCancel(context.Background())
+	work, stop := context.WithCancel(ctx)
 	ta := &testApp{t: t, repo: newFakeRepo(), store: &faultyStore{Store: st}, starter: &fakeStarter{}, logs: &syncBuffer{}, stop: stop}
 	ta.App = &App{
 		name: cfg.Name, dir: dir, repo: ta.repo, store: ta.store, starter: ta.starter,
