@@ -38,16 +38,21 @@ type App struct {
 
 	mu        sync.Mutex // guards live and stopWatch; only the lock holder writes live
 	live      *supervisor.Pool
+	green     *supervisor.Pool   // the pool being started for a cut-over, visible as starting
 	draining  []*supervisor.Pool // retired pools still draining
 	stopWatch context.CancelFunc // ends a running health.watch
 	cancelOp  context.CancelFunc // cancels the running deploy, rollback or reload
 	cancelBy  string             // who cancelled it
 	closed    bool               // removed from the config or the daemon stopped
 	notify    *supervisor.Notifier
+
+	keeper  supervisor.FDKeeper                   // holds copies of worker output pipes
+	outputs func(app string, pid int) *os.File    // kept pipes of adopted workers
+	stateMu sync.Mutex                            // one writer of workers.json at a time
 }
 
 // openApp prepares an app's directories and repository and opens its sockets.
-func openApp(work context.Context, dataDir string, cfg *config.App, git config.Git, log *slog.Logger) (*App, error) {
+func openApp(work context.Context, dataDir string, cfg *config.App, git config.Git, log *slog.Logger, opts Options) (*App, error) {
 	dir := filepath.Join(dataDir, "apps", cfg.Name)
 	store, err := releases.Open(dir)
 	if err != nil {
@@ -57,9 +62,14 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 	if err != nil {
 		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
 	}
-	sockets, err := supervisor.ListenSockets(cfg.Name, cfg.Listen, 10*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
+	var sockets []*supervisor.Socket
+	for i, addr := range cfg.Listen {
+		s, err := opts.socket(cfg.Name, i, addr)
+		if err != nil {
+			supervisor.CloseSockets(sockets)
+			return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
+		}
+		sockets = append(sockets, s)
 	}
 	a := &App{
 		dir: dir, repo: repo, store: store, sockets: sockets,
@@ -70,6 +80,8 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 		lockTimeout: git.LockTimeout,
 		lock:        make(chan struct{}, 1),
 		work:        work,
+		keeper:      opts.Keeper,
+		outputs:     opts.Output,
 	}
 	a.cfgp.Store(cfg)
 	return a, nil
@@ -143,7 +155,16 @@ func (a *App) pools() []*supervisor.Pool {
 	if a.live != nil {
 		out = append(out, a.live)
 	}
+	if a.green != nil {
+		out = append(out, a.green)
+	}
 	return append(out, a.draining...)
+}
+
+func (a *App) setGreen(p *supervisor.Pool) {
+	a.mu.Lock()
+	a.green = p
+	a.mu.Unlock()
 }
 
 func (a *App) setLive(p *supervisor.Pool) {
@@ -178,6 +199,7 @@ func (a *App) poolSpec(rel *releases.Release) supervisor.PoolSpec {
 		Sockets: a.sockets, MinUptime: a.cfg().Health.MinUptime,
 		StopSignal: a.cfg().Signal(), DrainTimeout: a.cfg().DrainTimeout,
 		Log: a.workerLog, Notify: a.notifier(),
+		Keeper: a.keeper, OnChange: a.saveWorkers,
 	}
 }
 
@@ -209,6 +231,11 @@ func (a *App) resume(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
+	cur, _ := a.store.Current()
+	if a.adopt(cur) {
+		a.recover()
+		return nil
+	}
 	a.recover()
 	id, err := a.store.Current()
 	if errors.Is(err, releases.ErrNoCurrent) {
@@ -228,6 +255,7 @@ func (a *App) resume(ctx context.Context) error {
 		return a.fallBack(ctx, rel, fmt.Errorf("start %s: %w", id, err))
 	}
 	a.setLive(pool)
+	a.saveWorkers()
 	a.log.Info("serving", "release", id, "revision", short(rel.Revision), "workers", rel.Workers)
 	return nil
 }

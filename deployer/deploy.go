@@ -157,8 +157,12 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 	t = time.Now()
 	lt.step = "green"
 	pr.Step("Starting %d green workers of %s (each must stay up %s)", rel.Workers, rel.ID, a.cfg().Health.MinUptime)
-	green, err := supervisor.StartPool(ctx, spec, a.cfg().Health.Timeout)
-	if err != nil {
+	green := supervisor.NewPool(spec)
+	a.setGreen(green) // status shows its workers as starting
+	a.saveWorkers()
+	if err := green.WaitUp(ctx, a.cfg().Health.Timeout); err != nil {
+		a.setGreen(nil)
+		a.saveWorkers()
 		return lt, err
 	}
 	lt.green = time.Since(t)
@@ -170,7 +174,7 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 	bg := context.WithoutCancel(ctx)
 	if c.ref != "" {
 		if err := a.repo.UpdateRef(bg, c.ref, c.to, c.from, "deployer: "+rel.ID+" live"); err != nil {
-			green.Stop()
+			a.stopGreen(green)
 			return lt, err
 		}
 	}
@@ -178,7 +182,7 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 		if c.ref != "" {
 			_ = a.repo.UpdateRef(bg, c.ref, c.from, c.to, "deployer: undo "+rel.ID)
 		}
-		green.Stop()
+		a.stopGreen(green)
 		return lt, err
 	}
 	// Record the new state before the drain, which may take drain_timeout.
@@ -195,16 +199,18 @@ func (a *App) goLive(ctx context.Context, pr *progress, rel *releases.Release, c
 	a.endWatch()
 	blue := a.livePool()
 	a.mu.Lock()
-	a.live = green
+	a.live, a.green = green, nil
 	if blue != nil {
 		a.draining = append(a.draining, blue)
 	}
 	a.mu.Unlock()
+	a.saveWorkers()
 	if blue != nil {
 		blue.Stop()
 		a.mu.Lock()
 		a.draining = slices.DeleteFunc(a.draining, func(p *supervisor.Pool) bool { return p == blue })
 		a.mu.Unlock()
+		a.saveWorkers()
 	}
 	lt.swap = time.Since(t)
 	lt.step = ""
@@ -289,4 +295,11 @@ func orNone(id string) string {
 		return "none"
 	}
 	return id
+}
+
+// stopGreen stops a green pool that will not go live.
+func (a *App) stopGreen(green *supervisor.Pool) {
+	green.Stop()
+	a.setGreen(nil)
+	a.saveWorkers()
 }

@@ -59,7 +59,7 @@ func (d *Daemon) Reconfigure(cfg *config.Config) error {
 			continue
 		}
 		d.log.Info("config reload: app changed, reloading its pool", "app", name)
-		if err := a.reconfigure(d.ctx, cfg.Apps[name]); err != nil {
+		if err := a.reconfigure(d.ctx, cfg.Apps[name], d.opts); err != nil {
 			errs = append(errs, fmt.Errorf("app %s: new settings not applied: %w", name, err))
 		}
 	}
@@ -68,7 +68,7 @@ func (d *Daemon) Reconfigure(cfg *config.Config) error {
 		if _, exists := old.Apps[name]; exists {
 			continue
 		}
-		a, err := openApp(d.ctx, cfg.DataDir, cfg.Apps[name], old.Git, d.log)
+		a, err := openApp(d.ctx, cfg.DataDir, cfg.Apps[name], old.Git, d.log, d.opts)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -111,7 +111,7 @@ func (d *Daemon) running(cfg *config.Config) *config.Config {
 // addresses are opened, a fresh pool of the live release starts with cfg,
 // and only once it is up are the old pool and the sockets no longer listed
 // let go. On failure nothing changes.
-func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
+func (a *App) reconfigure(ctx context.Context, cfg *config.App, opts Options) error {
 	pr := newProgress(nil)
 	unlock, err := a.acquire(ctx, pr, "config reload")
 	if err != nil {
@@ -126,7 +126,7 @@ func (a *App) reconfigure(ctx context.Context, cfg *config.App) error {
 			sockets = append(sockets, oldSockets[j])
 			continue
 		}
-		s, err := supervisor.ListenSocket(addr, fmt.Sprintf("%s-%d", cfg.Name, i), 0)
+		s, err := opts.socket(cfg.Name, i, addr)
 		if err != nil {
 			supervisor.CloseSockets(opened)
 			return err

@@ -69,7 +69,8 @@ func Preflight(ctx context.Context, spec PoolSpec, probe Probe) error {
 	p := &Pool{spec: spec}
 	ws := p.workerSpec(0, private, false)
 	ws.release = spec.Release + " preflight"
-	w := newWorker(ws)
+	ws.onChange, ws.keeper = nil, nil
+	w := newWorker(ws, nil, WorkerRecord{})
 	defer func() { w.Retire(); <-w.Done() }()
 
 	ctx, cancel := context.WithTimeout(ctx, probe.Timeout)
