@@ -76,8 +76,11 @@ func (s *Server) checkBinary(ctx context.Context, binary string, out io.Writer) 
 	if err == nil {
 		err = json.Unmarshal(b, &info)
 	}
-	if err != nil || info.Client.Version == "" {
-		return info.Client, fmt.Errorf("%s version: %w", binary, errors.Join(err, errors.New(lastLine(b))))
+	if err == nil && info.Client.Version == "" {
+		err = errors.New("no version in its answer")
+	}
+	if err != nil {
+		return info.Client, fmt.Errorf("%s version: %w: %s", binary, err, lastLine(b))
 	}
 	step(out, "New binary: deployer %s (commit %.12s, %s)", info.Client.Version, info.Client.Commit, info.Client.GoVersion)
 	args := []string{"check"}

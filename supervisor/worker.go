@@ -80,6 +80,10 @@ func newWorker(spec workerSpec, adopted *process, rec WorkerRecord) *worker {
 		tail:   &tailBuffer{max: 8},
 	}
 	w.status = WorkerStatus{Index: spec.index, Release: spec.release, State: Starting, Restarts: rec.Restarts}
+	if adopted != nil {
+		w.ticks = adopted.started
+		w.status.PID, w.status.State, w.status.Started = adopted.pid, Running, time.Now()
+	}
 	go w.run(adopted)
 	return w
 }
@@ -268,15 +272,8 @@ func (w *worker) supervise(proc *process, everUp *bool, crashes *int) outcome {
 	}
 }
 
-// adopted records an adopted process as the worker's current one.
+// adopted starts copying an adopted process's output, if its pipe was kept.
 func (w *worker) adopted(proc *process) {
-	w.mu.Lock()
-	w.ticks = proc.started
-	w.status.PID, w.status.State = proc.pid, Running
-	if w.status.Started.IsZero() {
-		w.status.Started = time.Now()
-	}
-	w.mu.Unlock()
 	if proc.out != nil {
 		go w.copyOutput(proc)
 	} else {

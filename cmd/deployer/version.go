@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -77,6 +78,11 @@ func upgradeCmd() *cobra.Command {
 			cl, err := client(cmd)
 			if err != nil {
 				return err
+			}
+			if binary != "" { // the daemon may run in another directory
+				if binary, err = filepath.Abs(binary); err != nil {
+					return err
+				}
 			}
 			before, err := cl.Version(cmd.Context())
 			if err != nil {
