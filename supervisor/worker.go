@@ -275,7 +275,7 @@ func (w *worker) supervise(proc *process, everUp *bool, crashes *int) outcome {
 // adopted starts copying an adopted process's output, if its pipe was kept.
 func (w *worker) adopted(proc *process) {
 	if proc.out != nil {
-		go w.copyOutput(proc)
+		w.copyOutput(proc)
 	} else {
 		proc.copied = closedChan
 	}
@@ -371,7 +371,7 @@ func (w *worker) startOnce() (*process, error) {
 	w.ticks = ticks
 	w.status.PID, w.status.Started, w.status.State = pid, time.Now(), Starting
 	w.mu.Unlock()
-	go w.copyOutput(proc)
+	w.copyOutput(proc)
 	exited := make(chan string, 1)
 	go func() {
 		st, err := osProc.Wait()
