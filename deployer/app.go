@@ -46,9 +46,9 @@ type App struct {
 	closed    bool               // removed from the config or the daemon stopped
 	notify    *supervisor.Notifier
 
-	keeper  supervisor.FDKeeper                   // holds copies of worker output pipes
-	outputs func(app string, pid int) *os.File    // kept pipes of adopted workers
-	stateMu sync.Mutex                            // one writer of workers.json at a time
+	keeper  supervisor.FDKeeper                // holds copies of worker output pipes
+	outputs func(app string, pid int) *os.File // kept pipes of adopted workers
+	stateMu sync.Mutex                         // one writer of workers.json at a time
 }
 
 // openApp prepares an app's directories and repository and opens its sockets.

@@ -16,11 +16,11 @@ type process struct {
 	pid     int
 	started uint64 // start time in clock ticks since boot: with pid, its identity
 	exit    <-chan string
-	out     *os.File // our read end of its output pipe; nil if it has none
+	out     *os.File        // our read end of its output pipe; nil if it has none
 	copied  <-chan struct{} // closed when the copier has stopped reading out
-	outName string   // the keeper's entry for the other copy of out
-	kill    func()   // SIGKILL to the process itself, even if it left its group
-	release func()   // stop watching it (detach); nil if there is nothing to let go
+	outName string          // the keeper's entry for the other copy of out
+	kill    func()          // SIGKILL to the process itself, even if it left its group
+	release func()          // stop watching it (detach); nil if there is nothing to let go
 }
 
 // WorkerRecord is what a later daemon needs to adopt a running worker.
