@@ -117,6 +117,7 @@ func (s *Server) handOver(out io.Writer) {
 	ctx, cancel := context.WithTimeout(context.Background(), handoverWait)
 	defer cancel()
 	step(out, "Waiting for the pushes in flight")
+	s.log.Info("upgrade: waiting for the pushes in flight")
 	if git != nil {
 		_ = git.Shutdown(ctx) // closes our copy of the listener only
 	}

@@ -172,3 +172,40 @@ func TestKill9UnderLoadLosesNoRequestAndTheNextDaemonAdoptsTheWorkers(t *testing
 	}
 	d.reloadReplaces(pids)
 }
+
+// TestAPushInFlightFinishesBeforeTheUpgradeHandsOver: the upgrade waits for
+// a push that is building; the push succeeds, and the new daemon takes the
+// next one.
+func TestAPushInFlightFinishesBeforeTheUpgradeHandsOver(t *testing.T) {
+	gate := t.TempDir()
+	d := newDaemon(t, "")
+	r := newAppRepo(t)
+	r.mustPush(d)
+	bin := buildDaemonVersion(t, "e2e-upgraded")
+	gatedBuild(t, d, gate)
+	r.commit("two", map[string]string{"message.txt": "two"})
+	pushed := make(chan error, 1)
+	go func() { _, err := r.push(d.url(testToken)); pushed <- err }()
+	waitBuilding(t, gate)
+	upgraded := make(chan string, 1)
+	go func() { out, _ := d.cli("upgrade", "--binary", bin); upgraded <- out }()
+	waitFor(t, 30*time.Second, "the upgrade to wait for the push", func() bool {
+		return strings.Contains(d.log.String(), "upgrade: waiting for the pushes in flight")
+	})
+	select {
+	case out := <-upgraded:
+		t.Fatalf("the upgrade did not wait for the push in flight:\n%s", out)
+	case <-time.After(time.Second):
+	}
+	os.WriteFile(filepath.Join(gate, "open"), nil, 0o644)
+	if err := <-pushed; err != nil {
+		t.Fatalf("the push in flight failed: %v", err)
+	}
+	if out := <-upgraded; !strings.Contains(out, "deployer upgraded: daemon e2e-upgraded") {
+		t.Fatalf("upgrade:\n%s", out)
+	}
+	d.serves("v2")
+	r.commit("three", map[string]string{"message.txt": "three"})
+	r.mustPush(d) // the new daemon takes pushes (the build is still gated open)
+	d.serves("v3")
+}
