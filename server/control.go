@@ -4,14 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/internal/buildinfo"
+	"github.com/deployer/deployer/internal/systemd"
 )
 
 // VersionInfo is the answer of GET /v1/version.
@@ -86,21 +87,26 @@ func step(out io.Writer, format string, a ...any) {
 
 // notifySystemd sends state to systemd's notify socket, if it gave one.
 func (s *Server) notifySystemd(state string) {
-	path := os.Getenv("NOTIFY_SOCKET")
-	if path == "" {
+	if err := systemd.Notify(state); err != nil {
+		s.log.Warn("systemd notify", "err", err)
+	}
+}
+
+// watchdog pings systemd at half its WatchdogSec until the server is done.
+func (s *Server) watchdog() {
+	every, ok := systemd.WatchdogInterval()
+	if !ok {
 		return
 	}
-	if strings.HasPrefix(path, "@") {
-		path = "\x00" + path[1:]
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		s.log.Warn("systemd notify", "err", err)
-		return
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte(state)); err != nil {
-		s.log.Warn("systemd notify", "err", err)
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			s.notifySystemd(systemd.Watchdog)
+		}
 	}
 }
 
@@ -116,7 +122,7 @@ func (s *Server) statusLine() string {
 		parts = append(parts, st.App+" "+live)
 	}
 	if len(parts) == 0 {
-		return "STATUS=no apps"
+		return systemd.Status("no apps")
 	}
-	return "STATUS=" + strings.Join(parts, ", ")
+	return systemd.Status(strings.Join(parts, ", "))
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/fdstore"
+	"github.com/deployer/deployer/internal/systemd"
 	"github.com/deployer/deployer/supervisor"
 )
 
@@ -20,14 +21,18 @@ import (
 type fds struct {
 	keeper *fdstore.Client // nil: none could be started; nothing outlives the daemon
 
-	mu   sync.Mutex
-	kept map[string]*os.File // taken back, not yet claimed
+	mu          sync.Mutex
+	kept        map[string]*os.File // taken back, not yet claimed
+	fromSystemd map[string]bool     // names systemd passed (socket activation)
 }
 
 // openFDs connects to the keeper of dataDir (starting one if none runs) and
-// takes back what it holds.
-func openFDs(dataDir, exe string, logf func(msg string, err error)) *fds {
-	t := &fds{kept: map[string]*os.File{}}
+// takes back what it holds; then the sockets systemd passed (socket
+// activation), matched to wants by name or address, take the place of the
+// keeper's copies. wants maps our names to systemd's.
+func openFDs(dataDir, exe string, wants map[string]systemd.Want, logf func(msg string, err error)) *fds {
+	t := &fds{kept: map[string]*os.File{}, fromSystemd: map[string]bool{}}
+	defer t.activated(wants, logf)
 	k, err := fdstore.Open(filepath.Join(dataDir, "fdstore.sock"), exe)
 	if err != nil {
 		logf("no descriptor keeper: the apps will not outlive this daemon", err)
@@ -88,10 +93,13 @@ func (t *fds) output(app string, pid int) *os.File {
 	return t.take(supervisor.OutputName(app, pid))
 }
 
-// appSocket takes app's listen address i back from the keeper, or opens it,
-// and has the keeper hold it.
+// appSocketName is the keeper's name for app's socket on addr.
+func appSocketName(app, addr string) string { return "app/" + app + "/" + addr }
+
+// appSocket takes app's listen address i back from systemd or the keeper,
+// or opens it, and has the keeper hold it.
 func (t *fds) appSocket(app string, i int, addr string) (*supervisor.Socket, error) {
-	name := "app/" + app + "/" + addr
+	name := appSocketName(app, addr)
 	fdName := fmt.Sprintf("%s-%d", app, i)
 	var s *supervisor.Socket
 	if f := t.take(name); f != nil {
@@ -168,4 +176,35 @@ func sameAddr(bound, configured string) bool {
 		return bh == "127.0.0.1" || bh == "::1"
 	}
 	return strings.EqualFold(bh, ch)
+}
+
+// activated takes the sockets systemd passed this process, if any.
+func (t *fds) activated(wants map[string]systemd.Want, logf func(msg string, err error)) {
+	inherited, err := systemd.Listeners()
+	if err != nil {
+		logf("socket activation", err)
+		return
+	}
+	if len(inherited) == 0 {
+		return
+	}
+	var list []systemd.Want
+	ours := map[string]string{}
+	for name, w := range wants {
+		list = append(list, w)
+		ours[w.Name] = name
+	}
+	found, unclaimed := systemd.Match(inherited, list)
+	for sdName, in := range found {
+		name := ours[sdName]
+		if old := t.kept[name]; old != nil {
+			old.Close() // the keeper's copy of the same socket
+		}
+		t.kept[name] = in.File()
+		t.fromSystemd[name] = true
+	}
+	for _, in := range unclaimed {
+		logf("socket activation: a socket nobody configured: "+in.String(), nil)
+		in.Close()
+	}
 }

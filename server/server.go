@@ -18,6 +18,7 @@ import (
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
 	"github.com/deployer/deployer/internal/buildinfo"
+	"github.com/deployer/deployer/internal/systemd"
 	"github.com/deployer/deployer/supervisor"
 	"github.com/gliderlabs/ssh"
 )
@@ -91,7 +92,7 @@ func (s *Server) installHooks() error {
 // the apps. On error everything it opened is closed again (and the keeper
 // keeps its copies).
 func (s *Server) open() (err error) {
-	t := openFDs(s.cfg.DataDir, s.exe, func(msg string, err error) {
+	t := openFDs(s.cfg.DataDir, s.exe, s.wants(), func(msg string, err error) {
 		if err != nil {
 			s.log.Error(msg, "err", err)
 		} else {
@@ -144,6 +145,24 @@ func (s *Server) open() (err error) {
 	s.ctlLn, s.gitLn, s.sshLn = ctl, gitLn, sshLn
 	s.ready = make(chan struct{})
 	return nil
+}
+
+// wants are the sockets socket activation may pass, by our names: SPEC §8's
+// FileDescriptorName= values, else matched by address.
+func (s *Server) wants() map[string]systemd.Want {
+	w := map[string]systemd.Want{"control": {Name: systemd.NameControl, Addr: s.socket()}}
+	if s.cfg.Git.HTTPListen != "" {
+		w["git-http"] = systemd.Want{Name: systemd.NameGitHTTP, Addr: s.cfg.Git.HTTPListen}
+	}
+	if s.cfg.Git.SSHListen != "" {
+		w["git-ssh"] = systemd.Want{Name: systemd.NameGitSSH, Addr: s.cfg.Git.SSHListen}
+	}
+	for _, name := range s.cfg.AppNames() {
+		for i, addr := range s.cfg.Apps[name].Listen {
+			w[appSocketName(name, addr)] = systemd.Want{Name: systemd.AppName(name, i), Addr: addr}
+		}
+	}
+	return w
 }
 
 // keeperOf is t's keeper as the apps want it, or nil.
@@ -207,6 +226,7 @@ func (s *Server) Serve() error {
 	if err := s.serve(); err != nil {
 		return err
 	}
+	go s.watchdog()
 	if err := os.WriteFile(s.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		s.log.Error("pid file", "err", err)
 	}
@@ -298,7 +318,7 @@ func (s *Server) announceReady() {
 			f.Close()
 		}
 	}
-	s.notifySystemd("READY=1\n" + s.statusLine())
+	s.notifySystemd(systemd.Ready + "\n" + s.statusLine())
 }
 
 // daemon is the current deployer.Daemon: a failed upgrade replaces it.
@@ -312,7 +332,7 @@ func (s *Server) daemon() (*deployer.Daemon, chan struct{}) {
 func (s *Server) Reload(by string) {
 	d, ready := s.daemon()
 	<-ready
-	s.notifySystemd("RELOADING=1")
+	s.notifySystemd(systemd.Reloading())
 	if err := d.Reload(context.Background(), "", by, io.Discard); err != nil {
 		s.log.Error("reload", "err", err)
 	}
@@ -323,7 +343,7 @@ func (s *Server) Reload(by string) {
 func (s *Server) Reconfigure(next *config.Config) error {
 	d, ready := s.daemon()
 	<-ready
-	s.notifySystemd("RELOADING=1")
+	s.notifySystemd(systemd.Reloading())
 	defer func() { s.notifySystemd("READY=1\n" + s.statusLine()) }()
 	if err := d.Reconfigure(next); err != nil {
 		return err
@@ -340,7 +360,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	git, sshSrv, ctl, ctlLn, t, d, ready := s.git, s.ssh, s.ctl, s.ctlLn, s.fds, s.d, s.ready
 	s.mu.Unlock()
-	s.notifySystemd("STOPPING=1")
+	s.notifySystemd(systemd.Stopping)
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	if git != nil {
 		git.Shutdown(gctx)
@@ -351,7 +371,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	cancel()
 	<-ready
 	err := d.Shutdown(ctx)
-	ctlLn.SetUnlinkOnClose(true)
+	activated := t.fromSystemd["control"] // the socket unit's path is systemd's
+	ctlLn.SetUnlinkOnClose(!activated)
 	if ctl != nil {
 		ctl.Close()
 	}
@@ -361,7 +382,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.log.Error("descriptor keeper", "err", qerr)
 		}
 	}
-	os.Remove(s.socket())
+	if !activated {
+		os.Remove(s.socket())
+	}
 	os.Remove(s.pidFile())
 	s.log.Info("stopped")
 	s.once.Do(func() { close(s.done) })

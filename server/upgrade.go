@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/internal/buildinfo"
+	"github.com/deployer/deployer/internal/systemd"
 )
 
 // readyFDEnv names the descriptor on which a daemon started by an upgrade
@@ -60,7 +61,8 @@ func (s *Server) Upgrade(ctx context.Context, binary string, out io.Writer) (boo
 		}
 		return false, fmt.Errorf("upgrade failed, the old daemon goes on: %w", err)
 	}
-	s.notifySystemd(fmt.Sprintf("MAINPID=%d", pid))
+	// systemd takes the new daemon's messages only once it is the main pid.
+	s.notifySystemd(systemd.MainPID(pid) + "\n" + systemd.Ready + "\n" + s.statusLine())
 	step(out, "Deployer %s (pid %d) serves; pid %d exits", info.Version, pid, os.Getpid())
 	s.log.Info("handed over to a new daemon", "pid", pid, "version", info.Version)
 	return true, nil
@@ -98,7 +100,7 @@ func run(ctx context.Context, bin string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = scrubbedEnv()
+	cmd.Env = systemd.ChildEnv(scrubbedEnv())
 	return cmd.CombinedOutput()
 }
 
@@ -151,7 +153,7 @@ func (s *Server) startNew(binary string) (int, error) {
 		args = append(args, "-c", s.cfg.File)
 	}
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.Env = append(systemd.SuccessorEnv(os.Environ()), readyFDEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	err = cmd.Start()

@@ -85,7 +85,8 @@ func childEnv(base []string, extra map[string]string, sockets []*Socket) []strin
 	var env []string
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" || strings.HasPrefix(k, "DEPLOYER_") {
+		if strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" || strings.HasPrefix(k, "DEPLOYER_") ||
+			strings.HasPrefix(k, "WATCHDOG_") || k == "FDSTORE" {
 			continue
 		}
 		if _, override := extra[k]; override {
