@@ -77,6 +77,7 @@ type daemon struct {
 	cmd     *exec.Cmd
 	log     *lockedBuffer
 	exited  chan struct{}
+	command func() *exec.Cmd // how to start the daemon, if not plainly
 }
 
 func freeAddr(t *testing.T) string {
@@ -107,6 +108,15 @@ const defaultHealth = "    health: {http: /healthz, min_uptime: 300ms, timeout: 
 // settings) and starts the daemon.
 func newDaemon(t *testing.T, extra string) *daemon {
 	t.Helper()
+	d := writeDaemonConfig(t, extra)
+	d.start()
+	t.Cleanup(d.stop)
+	return d
+}
+
+// writeDaemonConfig writes the config newDaemon starts with.
+func writeDaemonConfig(t *testing.T, extra string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), gitAddr: freeAddr(t), appAddr: freeAddr(t), log: &lockedBuffer{}}
 	tokens := filepath.Join(d.dir, "tokens")
 	if err := os.WriteFile(tokens, []byte(hooks.HashToken("alice", testToken)+"\n"), 0o600); err != nil {
@@ -121,14 +131,15 @@ func newDaemon(t *testing.T, extra string) *daemon {
 	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.start()
-	t.Cleanup(d.stop)
 	return d
 }
 
 func (d *daemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(daemonBin, "serve", "-c", d.config)
+	if d.command != nil {
+		d.cmd = d.command()
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := d.cmd.Start(); err != nil {
