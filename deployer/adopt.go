@@ -98,12 +98,13 @@ func (a *App) loadWorkers() []poolRecord {
 }
 
 // adopt takes over what a previous daemon left running: the first recorded
-// pool of the current release becomes the live pool; every other recorded
-// pool is retired (drained as usual). A green pool of a release that never
-// went live is drained before adopt returns, so the recovery that follows
-// finds no process in its tree. It reports whether a live pool was adopted.
-func (a *App) adopt(current string) bool {
-	var adopted bool
+// pool of the current release is returned, to become the live pool once the
+// recovery of the disk is done; every other recorded pool is retired
+// (drained as usual). A green pool of a release that never went live is
+// drained before adopt returns, so the recovery that follows finds no
+// process in its tree.
+func (a *App) adopt(current string) *supervisor.Pool {
+	var adopted *supervisor.Pool
 	for _, rec := range a.loadWorkers() {
 		rel, err := a.store.Get(rec.Release)
 		if err != nil {
@@ -113,9 +114,8 @@ func (a *App) adopt(current string) bool {
 		if err != nil {
 			continue
 		}
-		if !adopted && rec.Release == current && rec.Role != roleDraining {
-			adopted = true
-			a.setLive(pool)
+		if adopted == nil && rec.Release == current && rec.Role != roleDraining {
+			adopted = pool
 			a.log.Info("adopted the running workers", "release", rel.ID, "workers", len(pool.Records()))
 			continue
 		}
@@ -126,7 +126,6 @@ func (a *App) adopt(current string) bool {
 		}
 		a.retireInBackground(pool)
 	}
-	a.saveWorkers()
 	return adopted
 }
 

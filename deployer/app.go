@@ -232,11 +232,13 @@ func (a *App) resume(ctx context.Context) error {
 	}
 	defer unlock()
 	cur, _ := a.store.Current()
-	if a.adopt(cur) {
-		a.recover()
+	adopted := a.adopt(cur)
+	a.recover()
+	if adopted != nil {
+		a.setLive(adopted)
+		a.saveWorkers()
 		return nil
 	}
-	a.recover()
 	id, err := a.store.Current()
 	if errors.Is(err, releases.ErrNoCurrent) {
 		a.log.Info("no live release yet: push to deploy", "branch", a.cfg().Branch, "listen", a.cfg().Listen)

@@ -159,7 +159,8 @@ func (w *worker) run(adopted *process) {
 	crashes := w.status.Restarts
 	for {
 		var proc *process
-		if adopted != nil {
+		wasAdopted := adopted != nil
+		if wasAdopted {
 			proc, adopted = adopted, nil
 			w.adopted(proc)
 			everUp = true
@@ -172,7 +173,7 @@ func (w *worker) run(adopted *process) {
 			}
 		}
 		w.changed()
-		switch w.supervise(proc, &everUp, &crashes) {
+		switch w.supervise(proc, wasAdopted, &everUp, &crashes) {
 		case next:
 			continue
 		default:
@@ -190,13 +191,13 @@ const (
 )
 
 // supervise waits on one process until it is up, exits, or the worker is
-// retired or detached.
-func (w *worker) supervise(proc *process, everUp *bool, crashes *int) outcome {
+// retired or detached. An adopted process is up already.
+func (w *worker) supervise(proc *process, adopted bool, everUp *bool, crashes *int) outcome {
 	upTimer := time.NewTimer(w.spec.minUptime)
 	defer upTimer.Stop()
 	var msgs chan string
-	ready := w.spec.notify == nil || *everUp
-	uptimeDone := *everUp
+	ready := w.spec.notify == nil || adopted
+	uptimeDone := adopted
 	if w.spec.notify != nil {
 		msgs = make(chan string, 16)
 		w.spec.notify.register(proc.pid, msgs)
