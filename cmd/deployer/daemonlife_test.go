@@ -158,6 +158,7 @@ func TestKill9UnderLoadLosesNoRequestAndTheNextDaemonAdoptsTheWorkers(t *testing
 	time.Sleep(300 * time.Millisecond)
 	down.finish(t, "the daemon's absence", 10)
 	d.start()
+	waitFor(t, 30*time.Second, "the workers to be adopted", func() bool { return len(d.workerPIDs()) == 2 })
 	l.finish(t, "kill -9 and restart", 100)
 	d.sameWorkers(pids)
 	if st := d.status(); st.Live != "v1" || st.Workers[0].State != "running" {
