@@ -58,20 +58,32 @@ func (t *fds) take(name string) *os.File {
 	return f
 }
 
-// put hands the keeper a copy of fd under name.
+// put hands the keeper a copy of fd under name, and systemd's descriptor
+// store one too when the daemon runs under systemd (unless systemd passed
+// it: it passes that one again anyway).
 func (t *fds) put(name string, fd int) error {
+	if underSystemd() && !t.fromSystemd[name] {
+		_ = systemd.StoreFDs(name, fd) // best effort: the keeper is the store we rely on
+	}
 	if t.keeper == nil {
 		return nil
 	}
 	return t.keeper.Put(name, fd)
 }
 
-// del drops name from the keeper.
+// del drops name from the keeper (and systemd's store).
 func (t *fds) del(name string) {
+	if underSystemd() && !t.fromSystemd[name] {
+		_ = systemd.RemoveFDs(name)
+	}
 	if t.keeper != nil {
 		t.keeper.Del(name)
 	}
 }
+
+// underSystemd says whether systemd supervises the daemon (and may keep its
+// descriptors: FileDescriptorStoreMax= in the unit).
+func underSystemd() bool { return os.Getenv("NOTIFY_SOCKET") != "" }
 
 // releaseUnclaimed drops what nobody claimed once the apps are up: pipes of
 // workers that were not adopted, sockets of addresses no longer configured.
@@ -204,7 +216,24 @@ func (t *fds) activated(wants map[string]systemd.Want, logf func(msg string, err
 		t.fromSystemd[name] = true
 	}
 	for _, in := range unclaimed {
+		if ourName(in.Name) {
+			// From systemd's descriptor store, under our own name.
+			if old := t.kept[in.Name]; old != nil {
+				old.Close()
+			}
+			t.kept[in.Name] = in.File()
+			continue
+		}
 		logf("socket activation: a socket nobody configured: "+in.String(), nil)
 		in.Close()
 	}
+}
+
+// ourName reports whether name is one the daemon stores descriptors under.
+func ourName(name string) bool {
+	switch name {
+	case "git-http", "git-ssh", "control", "notify":
+		return true
+	}
+	return strings.HasPrefix(name, "app/") || strings.HasPrefix(name, "out/")
 }
