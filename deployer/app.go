@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +36,10 @@ type App struct {
 	watchEvery  time.Duration   // how often health.watch probes
 	work        context.Context // the daemon's: operations run on it, not on their client's
 	notify      *supervisor.Notifier
+	opts        Options                            // where sockets come from, for a config reload
+	keeper      supervisor.FDKeeper                // holds copies of worker output pipes
+	outputs     func(app string, pid int) *os.File // kept pipes of adopted workers
+	stateMu     sync.Mutex                         // one writer of workers.json at a time
 
 	// The loop's requests.
 	opc       chan *op
@@ -42,6 +48,8 @@ type App struct {
 	closec    chan closeRequest
 	finishedc chan finished
 	swapc     chan swapRequest
+	greenc    chan pool
+	drainingc chan pool
 	drainedc  chan pool
 	watchc    chan *watchSpec
 	done      chan struct{} // closed once the loop stopped taking requests
@@ -51,8 +59,9 @@ type App struct {
 }
 
 // openApp prepares an app's directories and repository, opens its sockets
-// and starts its loop. No worker starts until resume.
-func openApp(work context.Context, dataDir string, cfg *config.App, git config.Git, notify *supervisor.Notifier, log *slog.Logger) (*App, error) {
+// (or takes them back, per opts) and starts its loop. No worker starts, and
+// none is adopted, until resume.
+func openApp(work context.Context, dataDir string, cfg *config.App, git config.Git, notify *supervisor.Notifier, log *slog.Logger, opts Options) (*App, error) {
 	dir := filepath.Join(dataDir, "apps", cfg.Name)
 	st, err := releases.Open(dir)
 	if err != nil {
@@ -62,9 +71,14 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 	if err != nil {
 		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
 	}
-	sockets, err := supervisor.ListenSockets(cfg.Name, cfg.Listen, 10*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
+	var sockets []*supervisor.Socket
+	for i, addr := range cfg.Listen {
+		s, err := opts.socket(cfg.Name, i, addr)
+		if err != nil {
+			supervisor.CloseSockets(sockets)
+			return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
+		}
+		sockets = append(sockets, s)
 	}
 	a := &App{
 		name: cfg.Name, dir: dir, bare: repo, repo: repo, store: st, starter: processes{},
@@ -77,6 +91,9 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 		watchEvery:  time.Second,
 		work:        work,
 		notify:      notify,
+		opts:        opts,
+		keeper:      opts.Keeper,
+		outputs:     opts.Output,
 	}
 	a.start(cfg, sockets)
 	return a, nil

@@ -49,7 +49,8 @@ func commandEnv(extra map[string]string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "DEPLOYER_") || strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" {
+		if strings.HasPrefix(k, "DEPLOYER_") || strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" ||
+			strings.HasPrefix(k, "WATCHDOG_") || k == "FDSTORE" {
 			continue
 		}
 		if _, ok := extra[k]; ok {

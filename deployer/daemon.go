@@ -31,6 +31,7 @@ type Daemon struct {
 
 	cron   *cron.Cron // scheduled cleanups
 	notify *supervisor.Notifier
+	opts   Options
 
 	reconfMu sync.Mutex   // one config reload at a time
 	appsMu   sync.RWMutex // guards apps and cfg, which a config reload changes
@@ -38,22 +39,48 @@ type Daemon struct {
 	closed   bool
 }
 
+// Options are what the daemon's server hands the apps: where their sockets
+// and descriptors come from when they outlive a daemon. The zero value
+// listens afresh and keeps nothing.
+type Options struct {
+	// Socket opens app's listen address i, or takes it back from where a
+	// previous daemon left it; nil listens afresh.
+	Socket func(app string, i int, addr string) (*supervisor.Socket, error)
+	// Notify is the notify socket; nil opens data_dir/notify.sock.
+	Notify *supervisor.Notifier
+	// Keeper holds copies of live workers' output pipes; nil keeps none.
+	Keeper supervisor.FDKeeper
+	// Output is the kept output pipe of worker pid of app, left by a
+	// previous daemon, or nil.
+	Output func(app string, pid int) *os.File
+}
+
+func (o Options) socket(app string, i int, addr string) (*supervisor.Socket, error) {
+	if o.Socket != nil {
+		return o.Socket(app, i, addr)
+	}
+	return supervisor.ListenSocket(addr, fmt.Sprintf("%s-%d", app, i), 10*time.Second)
+}
+
 // New opens every app: directories, repositories and held sockets. It does
 // not start any worker; Start does.
-func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+func New(cfg *config.Config, log *slog.Logger, opts Options) (*Daemon, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "apps"), 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{cfg: cfg, log: log, apps: map[string]*App{}, ctx: ctx, cancel: cancel}
-	notify, err := supervisor.ListenNotify(filepath.Join(cfg.DataDir, "notify.sock"))
-	if err != nil {
-		cancel()
-		return nil, err
+	d := &Daemon{cfg: cfg, log: log, apps: map[string]*App{}, ctx: ctx, cancel: cancel, opts: opts}
+	notify := opts.Notify
+	if notify == nil {
+		var err error
+		if notify, err = supervisor.ListenNotify(filepath.Join(cfg.DataDir, "notify.sock")); err != nil {
+			cancel()
+			return nil, err
+		}
 	}
 	d.notify = notify
 	for _, name := range cfg.AppNames() {
-		a, err := openApp(ctx, cfg.DataDir, cfg.Apps[name], cfg.Git, notify, log)
+		a, err := openApp(ctx, cfg.DataDir, cfg.Apps[name], cfg.Git, notify, log, opts)
 		if err != nil {
 			d.closeApps()
 			notify.Close()

@@ -176,7 +176,7 @@ func TestDaemonStartsAndStopsRealAppsWithNothingDeployed(t *testing.T) {
 	app := config.DefaultApp("hello")
 	app.Listen = []string{"127.0.0.1:0"}
 	cfg.Apps["hello"] = app
-	d, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,25 +187,22 @@ func (s *fakeStarter) Preflight(ctx context.Context, spec supervisor.PoolSpec, _
 	return s.preflightErr
 }
 
-func (s *fakeStarter) StartPool(ctx context.Context, spec supervisor.PoolSpec, _ time.Duration) (pool, error) {
+func (s *fakeStarter) NewPool(spec supervisor.PoolSpec) pool {
 	s.mu.Lock()
-	hold, err := s.hold, s.startErr
-	s.mu.Unlock()
-	if hold != nil {
-		select {
-		case <-hold:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %w", supervisor.ErrNotUp, ctx.Err())
-		}
-	}
-	p := &fakePool{spec: spec, stopped: make(chan struct{})}
-	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := &fakePool{spec: spec, stopped: make(chan struct{}), hold: s.hold, upErr: s.startErr}
 	s.pools = append(s.pools, p)
-	s.mu.Unlock()
-	if err != nil {
-		p.Stop() // as StartPool does with what it started
-		return nil, err
+	return p
+}
+
+func (s *fakeStarter) AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, _ func(int) *os.File) (pool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(recs) == 0 {
+		return nil, supervisor.ErrNotAdoptable
 	}
+	p := &fakePool{spec: spec, stopped: make(chan struct{}), adopted: recs}
+	s.pools = append(s.pools, p)
 	return p, nil
 }
 
@@ -224,16 +222,53 @@ func (s *fakeStarter) last() *fakePool {
 	return s.pools[len(s.pools)-1]
 }
 
+// fakePool is a pool of spec.Workers pretend workers with pids 1000, 1001…
 type fakePool struct {
-	spec    supervisor.PoolSpec
-	once    sync.Once
-	stopped chan struct{}
+	spec     supervisor.PoolSpec
+	hold     chan struct{} // if set, WaitUp waits for it (or ctx)
+	upErr    error         // WaitUp fails with it
+	adopted  []supervisor.WorkerRecord
+	once     sync.Once
+	stopped  chan struct{}
+	detached atomic.Bool
 }
 
 func (p *fakePool) Release() string { return p.spec.Release }
 func (p *fakePool) Stop()           { p.once.Do(func() { close(p.stopped) }) }
+func (p *fakePool) Detach()         { p.detached.Store(true) }
+
+func (p *fakePool) WaitUp(ctx context.Context, _ time.Duration) error {
+	if p.hold != nil {
+		select {
+		case <-p.hold:
+		case <-ctx.Done():
+			p.Stop()
+			return fmt.Errorf("%w: %w", supervisor.ErrNotUp, ctx.Err())
+		}
+	}
+	if p.upErr != nil {
+		p.Stop() // as a pool does with what it started
+		return p.upErr
+	}
+	return nil
+}
+
 func (p *fakePool) Status() []supervisor.WorkerStatus {
 	return make([]supervisor.WorkerStatus, p.spec.Workers)
+}
+
+func (p *fakePool) Records() []supervisor.WorkerRecord {
+	if p.isStopped() {
+		return nil
+	}
+	if p.adopted != nil {
+		return p.adopted
+	}
+	var out []supervisor.WorkerRecord
+	for i := 0; i < p.spec.Workers; i++ {
+		out = append(out, supervisor.WorkerRecord{Index: i, PID: 1000 + i})
+	}
+	return out
 }
 
 func (p *fakePool) isStopped() bool {

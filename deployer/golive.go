@@ -43,8 +43,10 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	t = time.Now()
 	lt.step = "green"
 	j.pr.Step("Starting %d green workers of %s (each must stay up %s)", rel.Workers, rel.ID, j.cfg.Health.MinUptime)
-	green, err := j.starter.StartPool(j.ctx, spec, j.cfg.Health.Timeout)
-	if err != nil {
+	green := j.starter.NewPool(spec)
+	j.setGreen(green) // status shows its workers as starting
+	if err := green.WaitUp(j.ctx, j.cfg.Health.Timeout); err != nil {
+		j.setGreen(nil)
 		return lt, err
 	}
 	lt.green = time.Since(t)
@@ -54,6 +56,7 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	lt.step = "cut-over"
 	if err := j.cutOver(rel, c); err != nil {
 		green.Stop()
+		j.setGreen(nil)
 		return lt, err
 	}
 	// The new state is on disk before the drain, which may take drain_timeout.

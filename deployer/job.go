@@ -34,6 +34,10 @@ func (j *job) swap(green pool) pool {
 	return <-reply
 }
 
+// setGreen tells the loop of the pool being started for a cut-over (nil:
+// none any more), so that status and workers.json show it.
+func (j *job) setGreen(green pool) { j.greenc <- green }
+
 // retire stops blue, the pool swap returned, and tells the loop.
 func (j *job) retire(blue pool) {
 	if blue == nil {
@@ -41,6 +45,28 @@ func (j *job) retire(blue pool) {
 	}
 	blue.Stop()
 	j.drainedc <- blue
+}
+
+// retireInBackground lists p as draining and stops it while the job goes
+// on. It may outlive the job, and the loop.
+func (j *job) retireInBackground(p pool) {
+	j.drainingc <- p
+	go func() {
+		p.Stop()
+		select {
+		case j.drainedc <- p:
+		case <-j.done: // the app closed, and stopped or let go of p
+		}
+	}()
+}
+
+// startPool starts a pool of spec and waits until it is up.
+func (j *job) startPool(spec supervisor.PoolSpec) (pool, error) {
+	p := j.starter.NewPool(spec)
+	if err := p.WaitUp(j.ctx, j.cfg.Health.Timeout); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // endWatch ends a running health.watch: something else is going live.
@@ -78,7 +104,7 @@ func (j *job) poolSpec(rel *releases.Release) supervisor.PoolSpec {
 		Dir: j.store.Dir(rel.ID), Start: rel.Start, Workers: rel.Workers, Env: rel.Env,
 		Sockets: j.sockets, MinUptime: j.cfg.Health.MinUptime,
 		StopSignal: j.cfg.Signal(), DrainTimeout: j.cfg.DrainTimeout,
-		Log: j.workerLog,
+		Log: j.workerLog, Keeper: j.keeper, OnChange: j.saveWorkers,
 	}
 	if j.cfg.Health.Notify {
 		spec.Notify = j.notify

@@ -12,7 +12,8 @@ import (
 )
 
 // Each app has one goroutine, its loop, that owns its state: the config and
-// sockets, the live pool and those draining, the operation holding the app's
+// sockets, the live pool, the green one starting and those draining (which
+// it saves to workers.json at every change), the operation holding the app's
 // turn (the "deploy lock" users see), the queue of operations waiting for
 // it, and the running health.watch. Everything else sends it requests.
 //
@@ -20,8 +21,8 @@ import (
 // rollback, the start at daemon start) runs in a goroutine the loop starts
 // and tracks, so that the loop keeps answering cancel and close while a
 // deploy builds for minutes. The operation changes app state only by asking
-// the loop: swap in a pool (with the config it runs), report a drained pool,
-// start or end the watch. Status is read from the snapshot the loop
+// the loop: show a green pool starting, swap it in (with the config it
+// runs), list a pool as draining or drained, start or end the watch. Status is read from the snapshot the loop
 // publishes after every change, and never waits for the loop.
 
 // op is one operation taking the app's turn.
@@ -53,8 +54,12 @@ type cancelReply struct {
 
 // closeRequest stops the app for good: the running operation is cancelled,
 // waiting ones get ErrClosed, then every pool drains and the sockets close.
+// With detach, for a handover to a new daemon, the running operation is
+// waited for rather than cancelled, and the workers and sockets are let go
+// of, not stopped: workers.json tells the next daemon what to adopt.
 type closeRequest struct {
-	by string
+	by     string
+	detach bool
 }
 
 type finished struct {
@@ -62,9 +67,10 @@ type finished struct {
 	err error
 }
 
-// swapRequest makes green the live pool, running with cfg and sockets; the
-// pool it replaces is sent back, listed as draining until the operation
-// reports it stopped. A nil green changes only the config.
+// swapRequest makes green the live pool (and no longer the starting one),
+// running with cfg and sockets; the pool it replaces is sent back, listed as
+// draining until the operation reports it stopped. A nil green changes only
+// the config.
 type swapRequest struct {
 	green   pool
 	cfg     *config.App
@@ -77,14 +83,18 @@ type swapRequest struct {
 type snapshot struct {
 	cfg      *config.App
 	live     pool
+	green    pool
 	draining []pool
 	holder   string
 }
 
+// pools are the live pool, the green one and those draining.
 func (s *snapshot) pools() []pool {
 	var out []pool
-	if s.live != nil {
-		out = append(out, s.live)
+	for _, p := range []pool{s.live, s.green} {
+		if p != nil {
+			out = append(out, p)
+		}
 	}
 	return append(out, s.draining...)
 }
@@ -95,6 +105,7 @@ type loop struct {
 	cfg      *config.App
 	sockets  []*supervisor.Socket
 	live     pool
+	green    pool
 	draining []pool
 
 	running   *op
@@ -103,6 +114,7 @@ type loop struct {
 	queue     []*op
 	stopWatch context.CancelFunc
 	closing   bool
+	detach    bool // closing hands the workers over rather than stop them
 }
 
 // start makes the channels and starts the loop with cfg and sockets.
@@ -113,6 +125,8 @@ func (a *App) start(cfg *config.App, sockets []*supervisor.Socket) {
 	a.closec = make(chan closeRequest)
 	a.finishedc = make(chan finished)
 	a.swapc = make(chan swapRequest)
+	a.greenc = make(chan pool)
+	a.drainingc = make(chan pool)
 	a.drainedc = make(chan pool)
 	a.watchc = make(chan *watchSpec)
 	a.done = make(chan struct{})
@@ -133,31 +147,41 @@ func (l *loop) run() {
 		case c := <-a.cancelc:
 			c.reply <- l.cancel(c.by)
 		case c := <-a.closec:
-			l.close(c.by)
+			l.close(c)
 		case f := <-a.finishedc:
 			l.finish(f)
 		case s := <-a.swapc:
 			s.reply <- l.swap(s)
+		case p := <-a.greenc:
+			l.setPools(l.live, p, l.draining)
+		case p := <-a.drainingc:
+			l.setPools(l.live, l.green, append(slices.Clone(l.draining), p))
 		case p := <-a.drainedc:
-			l.setPools(l.live, slices.DeleteFunc(slices.Clone(l.draining), func(d pool) bool { return d == p }))
+			l.setPools(l.live, l.green, slices.DeleteFunc(slices.Clone(l.draining), func(d pool) bool { return d == p }))
 		case w := <-a.watchc:
 			l.watch(w)
 		}
 	}
 	close(a.done)
-	l.teardown()
+	if l.detach {
+		l.letGo()
+	} else {
+		l.teardown()
+	}
 	close(a.stopped)
 }
 
 // publish stores a snapshot of the state for readers.
 func (l *loop) publish() {
-	l.a.view.Store(&snapshot{cfg: l.cfg, live: l.live, draining: slices.Clone(l.draining), holder: l.holder})
+	l.a.view.Store(&snapshot{cfg: l.cfg, live: l.live, green: l.green, draining: slices.Clone(l.draining), holder: l.holder})
 }
 
-// setPools is the one place the pools change.
-func (l *loop) setPools(live pool, draining []pool) {
-	l.live, l.draining = live, draining
+// setPools is the one place the pools change: it publishes them and saves
+// them for the next daemon to adopt.
+func (l *loop) setPools(live, green pool, draining []pool) {
+	l.live, l.green, l.draining = live, green, draining
 	l.publish()
+	l.a.saveWorkers()
 }
 
 // submit starts o, or queues it behind the running operation.
@@ -218,12 +242,15 @@ func (l *loop) cancel(by string) cancelReply {
 	return cancelReply{holder: l.holder}
 }
 
-// close cancels what runs and turns away what waits; the loop ends once the
-// running operation returned.
-func (l *loop) close(by string) {
-	l.closing = true
-	if l.running != nil {
-		l.cancelRun(&cancelled{by: by})
+// close cancels what runs (unless it detaches) and turns away what waits;
+// the loop ends once the running operation returned.
+func (l *loop) close(c closeRequest) {
+	if l.closing {
+		return
+	}
+	l.closing, l.detach = true, c.detach
+	if l.running != nil && !c.detach {
+		l.cancelRun(&cancelled{by: c.by})
 	}
 	for _, o := range l.queue {
 		o.result <- fmt.Errorf("app %s: %w", l.a.name, ErrClosed)
@@ -237,14 +264,35 @@ func (l *loop) teardown() {
 	for _, p := range l.allPools() {
 		p.Stop()
 	}
-	l.setPools(nil, nil)
+	l.setPools(nil, nil, nil)
 	supervisor.CloseSockets(l.sockets)
+	l.closeWorkerLog()
+}
+
+// letGo ends the watch and stops supervising every pool, leaving the
+// workers running, saves them for the next daemon and closes the daemon's
+// copies of the sockets.
+func (l *loop) letGo() {
+	l.endWatch()
+	for _, p := range l.allPools() {
+		p.Detach()
+	}
+	l.a.saveWorkers()
+	for _, s := range l.sockets {
+		s.Detach()
+	}
+	l.closeWorkerLog()
+}
+
+func (l *loop) closeWorkerLog() {
 	if err := l.a.workerLog.Close(); err != nil {
 		l.a.log.Error("close the worker log", "err", err)
 	}
 }
 
-func (l *loop) allPools() []pool { return (&snapshot{live: l.live, draining: l.draining}).pools() }
+func (l *loop) allPools() []pool {
+	return (&snapshot{live: l.live, green: l.green, draining: l.draining}).pools()
+}
 
 func (l *loop) swap(s swapRequest) pool {
 	l.endWatch()
@@ -258,7 +306,11 @@ func (l *loop) swap(s swapRequest) pool {
 	if blue != nil {
 		draining = append(slices.Clone(draining), blue)
 	}
-	l.setPools(s.green, draining)
+	green := l.green
+	if green == s.green {
+		green = nil
+	}
+	l.setPools(s.green, green, draining)
 	return blue
 }
 
@@ -372,9 +424,17 @@ func (a *App) cancel(by string) (string, error) {
 
 // close stops the app for good and returns once its pools drained and its
 // sockets closed. Later operations get ErrClosed.
-func (a *App) close(by string) {
+func (a *App) close(by string) { a.end(closeRequest{by: by}) }
+
+// detach lets go of the app without stopping anything: it waits for the
+// running operation, stops supervising the workers, saves them for the next
+// daemon and closes the daemon's copies of the sockets. The workers go on
+// serving; later operations get ErrClosed.
+func (a *App) detach() { a.end(closeRequest{by: "handover", detach: true}) }
+
+func (a *App) end(c closeRequest) {
 	select {
-	case a.closec <- closeRequest{by: by}:
+	case a.closec <- c:
 	case <-a.done:
 	}
 	<-a.stopped

@@ -68,7 +68,7 @@ func (d *Daemon) Reconfigure(cfg *config.Config) error {
 		if _, exists := old.Apps[name]; exists {
 			continue
 		}
-		a, err := openApp(d.ctx, cfg.DataDir, cfg.Apps[name], old.Git, d.notify, d.log)
+		a, err := openApp(d.ctx, cfg.DataDir, cfg.Apps[name], old.Git, d.notify, d.log, d.opts)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -123,7 +123,7 @@ func (j *job) reconfigure(cfg *config.App) error {
 			sockets = append(sockets, oldSockets[k])
 			continue
 		}
-		s, err := supervisor.ListenSocket(addr, fmt.Sprintf("%s-%d", cfg.Name, i), 0)
+		s, err := j.opts.socket(cfg.Name, i, addr)
 		if err != nil {
 			supervisor.CloseSockets(opened)
 			return err

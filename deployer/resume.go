@@ -15,8 +15,16 @@ func (a *App) resume(ctx context.Context) error {
 	return a.do(ctx, &op{what: "daemon start", run: (*job).resume})
 }
 
+// resume adopts the live pool a previous daemon left running, if any;
+// otherwise it starts one.
 func (j *job) resume() error {
+	cur, _ := j.store.Current()
+	adopted := j.adopt(cur)
 	j.repair()
+	if adopted != nil {
+		j.swap(adopted) // nothing was live
+		return nil
+	}
 	id, err := j.store.Current()
 	if errors.Is(err, releases.ErrNoCurrent) {
 		j.log.Info("no live release yet: push to deploy", "branch", j.cfg.Branch, "listen", j.cfg.Listen)
@@ -30,7 +38,7 @@ func (j *job) resume() error {
 		return err
 	}
 	j.applyConfig(rel)
-	pool, err := j.starter.StartPool(j.ctx, j.poolSpec(rel), j.cfg.Health.Timeout)
+	pool, err := j.startPool(j.poolSpec(rel))
 	if err != nil {
 		return j.fallBack(rel, fmt.Errorf("start %s: %w", id, err))
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/deployer/deployer/releases"
 	"github.com/deployer/deployer/supervisor"
@@ -96,16 +95,17 @@ func TestResumeFallsBackToThePreviousGoodReleaseWhenTheLiveOneWillNotStart(t *te
 	}
 }
 
-// failFirst fails the first StartPool, as a live release that crashes.
+// failFirst fails the first pool it starts, as a live release that crashes.
 type failFirst struct {
 	*fakeStarter
 	failed bool
 }
 
-func (f *failFirst) StartPool(ctx context.Context, spec supervisor.PoolSpec, timeout time.Duration) (pool, error) {
+func (f *failFirst) NewPool(spec supervisor.PoolSpec) pool {
+	p := f.fakeStarter.NewPool(spec).(*fakePool)
 	if !f.failed {
 		f.failed = true
-		return nil, errInjected
+		p.upErr = errInjected
 	}
-	return f.fakeStarter.StartPool(ctx, spec, timeout)
+	return p
 }

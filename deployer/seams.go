@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"github.com/deployer/deployer/releases"
@@ -42,15 +43,23 @@ type repository interface {
 // pool is the running workers of one release.
 type pool interface {
 	Release() string
+	// WaitUp returns once every worker is up; if one fails, or ctx or
+	// timeout ends first, it stops them all and says why.
+	WaitUp(ctx context.Context, timeout time.Duration) error
 	Stop()
+	// Detach stops supervising the workers and leaves them running.
+	Detach()
 	Status() []supervisor.WorkerStatus
+	// Records are what a later daemon needs to adopt the running workers.
+	Records() []supervisor.WorkerRecord
 }
 
 // starter starts workers: one on a private socket to probe it, or a pool on
-// the app's sockets.
+// the app's sockets, or takes over the pool a previous daemon left.
 type starter interface {
 	Preflight(ctx context.Context, spec supervisor.PoolSpec, probe supervisor.Probe) error
-	StartPool(ctx context.Context, spec supervisor.PoolSpec, timeout time.Duration) (pool, error)
+	NewPool(spec supervisor.PoolSpec) pool
+	AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, out func(pid int) *os.File) (pool, error)
 }
 
 // processes is the starter of real worker processes.
@@ -60,8 +69,10 @@ func (processes) Preflight(ctx context.Context, spec supervisor.PoolSpec, probe 
 	return supervisor.Preflight(ctx, spec, probe)
 }
 
-func (processes) StartPool(ctx context.Context, spec supervisor.PoolSpec, timeout time.Duration) (pool, error) {
-	p, err := supervisor.StartPool(ctx, spec, timeout)
+func (processes) NewPool(spec supervisor.PoolSpec) pool { return supervisor.NewPool(spec) }
+
+func (processes) AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, out func(pid int) *os.File) (pool, error) {
+	p, err := supervisor.AdoptPool(spec, recs, out)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}

@@ -10,3 +10,7 @@ var (
 	// ErrSocketClosed means a socket was used after the daemon let it go.
 	ErrSocketClosed = errors.New("socket is closed")
 )
+
+// ErrNotAdoptable means a recorded worker's process is gone, or its pid now
+// names another process.
+var ErrNotAdoptable = errors.New("not the recorded process")

@@ -50,6 +50,26 @@ func ListenNotify(path string) (*Notifier, error) {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
+	return newNotifier(path, conn)
+}
+
+// NotifierFromFile serves a notify socket bound at path that the daemon
+// got back from the keeper. f is closed; the Notifier holds its own copy.
+func NotifierFromFile(f *os.File, path string) (*Notifier, error) {
+	defer f.Close()
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
+	conn, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("notify socket: not a unix datagram socket")
+	}
+	return newNotifier(path, conn)
+}
+
+func newNotifier(path string, conn *net.UnixConn) (*Notifier, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		conn.Close()
@@ -66,6 +86,20 @@ func ListenNotify(path string) (*Notifier, error) {
 	go n.serve()
 	return n, nil
 }
+
+// Control runs f with the socket's raw descriptor, for handing a copy to
+// the keeper.
+func (n *Notifier) Control(f func(fd int)) error {
+	rc, err := n.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(func(fd uintptr) { f(int(fd)) })
+}
+
+// Detach stops reading, leaving the socket bound for the next daemon, which
+// takes it back from the keeper.
+func (n *Notifier) Detach() { n.conn.Close() }
 
 // Path is the value of NOTIFY_SOCKET.
 func (n *Notifier) Path() string { return n.path }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -31,6 +32,13 @@ type PoolSpec struct {
 	// Notify, if set, is passed as NOTIFY_SOCKET, and a worker counts as up
 	// only once it sent READY=1 from its own pid.
 	Notify *Notifier
+	// Keeper, if set, holds a copy of each live worker's output pipe, so a
+	// worker can go on writing after the daemon died.
+	Keeper FDKeeper
+	// OnChange, if set, is called (from the worker's goroutine) whenever a
+	// worker's process changes: started, restarted, exited. The caller saves
+	// Records then, for the next daemon to adopt.
+	OnChange func()
 }
 
 // Pool is the running workers of one release. A worker that crashes after
@@ -45,10 +53,26 @@ type Pool struct {
 // every worker started is stopped and the reason returned: the caller's old
 // pool is never touched either way.
 func StartPool(ctx context.Context, spec PoolSpec, timeout time.Duration) (*Pool, error) {
+	p := NewPool(spec)
+	if err := p.WaitUp(ctx, timeout); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// NewPool spawns spec.Workers workers on spec.Sockets and returns at once;
+// WaitUp tells when they are up. Until then their state is "starting".
+func NewPool(spec PoolSpec) *Pool {
 	p := &Pool{spec: spec}
 	for i := 0; i < spec.Workers; i++ {
-		p.workers = append(p.workers, newWorker(p.workerSpec(i, spec.Sockets, true)))
+		p.workers = append(p.workers, newWorker(p.workerSpec(i, spec.Sockets, true), nil, WorkerRecord{}))
 	}
+	return p
+}
+
+// WaitUp returns once each worker stayed up for MinUptime. If any fails, or
+// timeout or ctx ends first, every worker is stopped and the reason returned.
+func (p *Pool) WaitUp(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for _, w := range p.workers {
@@ -56,14 +80,81 @@ func StartPool(ctx context.Context, spec PoolSpec, timeout time.Duration) (*Pool
 		case err := <-w.up:
 			if err != nil {
 				p.Stop()
-				return nil, fmt.Errorf("%w: %w", ErrNotUp, err)
+				return fmt.Errorf("%w: %w", ErrNotUp, err)
 			}
 		case <-ctx.Done():
 			p.Stop()
-			return nil, fmt.Errorf("%w: worker %d not up within %s: %w", ErrNotUp, w.spec.index, timeout, ctx.Err())
+			return fmt.Errorf("%w: worker %d not up within %s: %w", ErrNotUp, w.spec.index, timeout, ctx.Err())
 		}
 	}
+	return nil
+}
+
+// AdoptPool takes over the workers a previous daemon started for spec's
+// release, as recorded by Records: each recorded process that is still the
+// same process (pid and start time) is supervised as if this daemon had
+// started it, its output read from out(pid) if the pipe was kept. A
+// recorded worker whose process is gone is started afresh. It fails with
+// ErrNotAdoptable, changing nothing, if no recorded process is left.
+func AdoptPool(spec PoolSpec, recs []WorkerRecord, out func(pid int) *os.File) (*Pool, error) {
+	type found struct {
+		rec  WorkerRecord
+		proc *process
+	}
+	var live []found
+	for _, rec := range recs {
+		proc, err := adoptProcess(rec)
+		if err != nil {
+			continue
+		}
+		proc.out = out(rec.PID)
+		if proc.out != nil {
+			proc.outName = OutputName(spec.App, rec.PID)
+		}
+		live = append(live, found{rec, proc})
+	}
+	if len(live) == 0 {
+		return nil, fmt.Errorf("adopt %s: %w", spec.Release, ErrNotAdoptable)
+	}
+	p := &Pool{spec: spec}
+	for _, rec := range recs {
+		i := slices.IndexFunc(live, func(f found) bool { return f.rec.PID == rec.PID })
+		if i < 0 {
+			p.workers = append(p.workers, newWorker(p.workerSpec(rec.Index, spec.Sockets, true), nil, WorkerRecord{}))
+			continue
+		}
+		ws := p.workerSpec(rec.Index, spec.Sockets, true)
+		w := newWorker(ws, live[i].proc, rec)
+		if t, err := time.Parse(time.RFC3339Nano, rec.Since); err == nil {
+			w.set(func(s *WorkerStatus) { s.Started = t })
+		}
+		p.workers = append(p.workers, w)
+	}
 	return p, nil
+}
+
+// Records are what a later daemon needs to adopt the pool's running
+// workers (AdoptPool).
+func (p *Pool) Records() []WorkerRecord {
+	var out []WorkerRecord
+	for _, w := range p.workers {
+		if r, ok := w.record(); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Detach stops supervising every worker and leaves the processes running
+// on the sockets, for the next daemon to adopt. It returns once no
+// goroutine of the pool touches them any more.
+func (p *Pool) Detach() {
+	for _, w := range p.workers {
+		w.Detach()
+	}
+	for _, w := range p.workers {
+		<-w.Done()
+	}
 }
 
 func (p *Pool) workerSpec(i int, sockets []*Socket, restart bool) workerSpec {
@@ -90,6 +181,8 @@ func (p *Pool) workerSpec(i int, sockets []*Socket, restart bool) workerSpec {
 		restart:      restart,
 		log:          s.Log,
 		notify:       s.Notify,
+		keeper:       s.Keeper,
+		onChange:     s.OnChange,
 	}
 }
 

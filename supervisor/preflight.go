@@ -69,9 +69,11 @@ func Preflight(ctx context.Context, spec PoolSpec, probe Probe) error {
 	p := &Pool{spec: spec}
 	ws := p.workerSpec(0, private, false)
 	ws.release = spec.Release + " preflight"
-	w := newWorker(ws)
+	ws.onChange, ws.keeper = nil, nil
+	w := newWorker(ws, nil, WorkerRecord{})
 	defer func() { w.Retire(); <-w.Done() }()
 
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, probe.Timeout)
 	defer cancel()
 	if !probe.Active() || spec.Notify != nil {
@@ -82,7 +84,7 @@ func Preflight(ctx context.Context, spec PoolSpec, probe Probe) error {
 				return fmt.Errorf("preflight: %w: %w", ErrUnhealthy, err)
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("preflight: %w: not up within %s", ErrUnhealthy, probe.Timeout)
+			return preflightEnded(parent, probe, "not up")
 		}
 		if !probe.Active() {
 			return nil
@@ -92,23 +94,40 @@ func Preflight(ctx context.Context, spec PoolSpec, probe Probe) error {
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
-	last := "no answer"
+	last, finished := "no answer", false
 	for {
 		err := probe.check(ctx, client, addr)
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-			last = err.Error() // the deadline's own error says nothing about the worker
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// The deadline cut this probe short: that says nothing about the
+			// worker, so it must not hide what the last finished probe said.
+			if !finished {
+				last = err.Error()
+			}
+		} else {
+			last, finished = err.Error(), true
 		}
 		select {
 		case <-w.Done():
 			return fmt.Errorf("preflight: %w: %w", ErrUnhealthy, w.Err())
 		case <-ctx.Done():
-			return fmt.Errorf("preflight: %w: %s after %s", ErrUnhealthy, last, probe.Timeout)
+			return preflightEnded(parent, probe, last)
 		case <-tick.C:
 		}
 	}
+}
+
+// preflightEnded is Preflight's error once its context is done. When
+// probe.Timeout ran out the release is unhealthy and why says what the
+// probes last saw; when the caller's context ended first, the preflight was
+// stopped before any verdict and the error wraps the caller's reason.
+func preflightEnded(parent context.Context, probe Probe, why string) error {
+	if err := context.Cause(parent); err != nil {
+		return fmt.Errorf("preflight: stopped (%s): %w", why, err)
+	}
+	return fmt.Errorf("preflight: %w: %s after %s", ErrUnhealthy, why, probe.Timeout)
 }
 
 func probeHTTP(ctx context.Context, c *http.Client, url string) (int, error) {

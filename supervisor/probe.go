@@ -73,23 +73,40 @@ func acceptQueue(p int) (int, error) {
 	return 0, fmt.Errorf("no listening socket on port %d", p)
 }
 
+// commandTimeout caps one run of the health command, whatever the probe's
+// Timeout: a command that hangs this long is itself a failed check.
+const commandTimeout = 10 * time.Second
+
 // probeCommand runs the health command; exit 0 is healthy.
+//
+// A run still in progress when ctx ends is killed, and its "signal: killed"
+// is no verdict on the worker: that error wraps ctx.Err(), so the caller can
+// tell it from a run that finished and keep what the last finished run said.
 func probeCommand(ctx context.Context, p Probe, addr string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	runCtx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", p.Command)
+	cmd := exec.CommandContext(runCtx, "/bin/sh", "-c", p.Command)
 	cmd.Dir = p.Dir
 	cmd.Env = append(append([]string(nil), p.Env...), "DEPLOYER_HEALTH_ADDR="+addr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
-	if err != nil {
-		msg := strings.TrimSpace(string(out))
-		if len(msg) > 200 {
-			msg = msg[len(msg)-200:]
-		}
-		return fmt.Errorf("health command: %w: %s", err, msg)
+	if err == nil {
+		return nil
 	}
-	return nil
+	// The shell exiting with a status is a finished run, even if ctx ended
+	// just after; anything else with runCtx done means it was cut.
+	finished := cmd.ProcessState != nil && cmd.ProcessState.Exited()
+	if !finished && ctx.Err() != nil {
+		return fmt.Errorf("health command: cut off while running: %w", ctx.Err())
+	}
+	msg := strings.TrimSpace(string(out))
+	if len(msg) > 200 {
+		msg = msg[len(msg)-200:]
+	}
+	if !finished && runCtx.Err() != nil {
+		return fmt.Errorf("health command: no exit within %s (%w): %s", commandTimeout, err, msg)
+	}
+	return fmt.Errorf("health command: %w: %s", err, msg)
 }

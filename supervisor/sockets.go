@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -18,8 +19,34 @@ type Socket struct {
 	ln   *net.TCPListener
 	fd   int // raw descriptor, read once without touching its flags
 
+	// OnClose, if set, runs when the socket is closed for good (not when
+	// detached): the owner drops the keeper's copy then.
+	OnClose func()
+
 	mu     sync.Mutex
 	closed bool
+}
+
+// SocketFromFile makes a Socket of a listening TCP socket the daemon got
+// from elsewhere (socket activation, or the keeper after a restart) without
+// switching it to blocking mode. f is closed; the Socket holds its own copy.
+func SocketFromFile(f *os.File, addr, name string) (*Socket, error) {
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("inherited socket for %s: %w", addr, err)
+	}
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("inherited socket for %s: not a TCP listener", addr)
+	}
+	s := &Socket{Addr: addr, Name: name, ln: tl}
+	if err := s.readFD(); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // ListenSockets opens one socket per address, in order. If an address is
@@ -92,8 +119,8 @@ func (s *Socket) FD() (int, error) {
 	return s.fd, nil
 }
 
-// Close closes the socket. Only for daemon shutdown, an app's removal and
-// private sockets.
+// Close closes the socket for good. Only for daemon shutdown, an app's
+// removal and private sockets.
 func (s *Socket) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,7 +128,33 @@ func (s *Socket) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.OnClose != nil {
+		s.OnClose()
+	}
 	return s.ln.Close()
+}
+
+// Detach closes the daemon's copy of the socket only: the workers and the
+// keeper hold theirs, and the next daemon takes it back.
+func (s *Socket) Detach() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		s.ln.Close()
+	}
+}
+
+// Control runs f with the socket's raw descriptor, for handing a copy to
+// the keeper; it fails once the socket is closed.
+func (s *Socket) Control(f func(fd int)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("%s: %w", s.Addr, ErrSocketClosed)
+	}
+	f(s.fd)
+	return nil
 }
 
 // CloseSockets closes every socket in ss.

@@ -18,6 +18,11 @@ type procSpec struct {
 	env     []string
 	sockets []*Socket // placed at fd 3, 4, ...
 	out     *os.File  // stdout and stderr
+	// dieWithDaemon sets Pdeathsig: the child gets SIGKILL when the thread
+	// that forked it ends, so the caller must hold runtime.LockOSThread for
+	// as long as the child lives (golang/go#27505). Live workers do not
+	// die with the daemon: the next one adopts them.
+	dieWithDaemon bool
 }
 
 // spawn starts a process in its own process group with exactly stdin
@@ -26,34 +31,35 @@ type procSpec struct {
 // It uses syscall.ForkExec with raw descriptors because os/exec would call
 // (*os.File).Fd on each socket, which switches the shared socket to
 // blocking mode under the workers already accepting on it.
-//
-// The child gets SIGKILL if the spawning thread dies, so the caller must
-// hold runtime.LockOSThread for as long as the child lives (golang/go#27505).
-func spawn(p procSpec) (*os.Process, error) {
+func spawn(p procSpec) (int, error) {
 	cloexecInherited.Do(markInheritedCloexec)
 	null, err := os.Open(os.DevNull)
 	if err != nil {
-		return nil, fmt.Errorf("spawn: %w", err)
+		return 0, fmt.Errorf("spawn: %w", err)
 	}
 	defer null.Close()
 	files := []uintptr{null.Fd(), p.out.Fd(), p.out.Fd()}
 	for _, s := range p.sockets {
 		fd, err := s.FD()
 		if err != nil {
-			return nil, fmt.Errorf("spawn: %w", err)
+			return 0, fmt.Errorf("spawn: %w", err)
 		}
 		files = append(files, uintptr(fd))
+	}
+	sys := &syscall.SysProcAttr{Setpgid: true}
+	if p.dieWithDaemon {
+		sys.Pdeathsig = syscall.SIGKILL
 	}
 	pid, err := syscall.ForkExec(p.argv[0], p.argv, &syscall.ProcAttr{
 		Dir:   p.dir,
 		Env:   p.env,
 		Files: files,
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+		Sys:   sys,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("spawn %s: %w", p.argv[0], err)
+		return 0, fmt.Errorf("spawn %s: %w", p.argv[0], err)
 	}
-	return os.FindProcess(pid)
+	return pid, nil
 }
 
 var cloexecInherited sync.Once
@@ -79,7 +85,8 @@ func childEnv(base []string, extra map[string]string, sockets []*Socket) []strin
 	var env []string
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" || strings.HasPrefix(k, "DEPLOYER_") {
+		if strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" || strings.HasPrefix(k, "DEPLOYER_") ||
+			strings.HasPrefix(k, "WATCHDOG_") || k == "FDSTORE" {
 			continue
 		}
 		if _, override := extra[k]; override {

@@ -435,6 +435,10 @@ func TestTCPProbeNeedsTheWorkerToAccept(t *testing.T) {
 	}
 }
 
+// TestCommandProbe: a command that exits 0 passes preflight; one that fails
+// makes the release unhealthy, and the error carries the command's own
+// output even though the deadline always lands on a later run still going:
+// only the first run finishes, every later one blocks until it is killed.
 func TestCommandProbe(t *testing.T) {
 	ss := testSockets(t)
 	spec := testSpec(t, ss, helperStart(t), 1)
@@ -442,8 +446,13 @@ func TestCommandProbe(t *testing.T) {
 	if err := Preflight(context.Background(), spec, ok); err != nil {
 		t.Fatalf("healthy command failed: %v", err)
 	}
-	bad := Probe{Command: "echo not ready; exit 1", Timeout: time.Second}
-	if err := Preflight(context.Background(), spec, bad); !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "not ready") {
-		t.Fatalf("err = %v", err)
+	bad := Probe{
+		Command: "if [ -e ran ]; then exec sleep 60; fi; touch ran; echo not ready; exit 1",
+		Dir:     t.TempDir(),
+		Timeout: 2 * time.Second, // only the first run, a shell echo, has to fit in it
+	}
+	err := Preflight(context.Background(), spec, bad)
+	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "not ready") || strings.Contains(err.Error(), "killed") {
+		t.Fatalf("err = %v, want unhealthy with the command's output, not the kill of the run the deadline cut", err)
 	}
 }

@@ -47,34 +47,44 @@ type workerSpec struct {
 	restart      bool      // restart on crash once up; false for preflight
 	log          io.Writer // prefixed output goes here
 	notify       *Notifier // if set, a worker is up only after READY=1
+	keeper       FDKeeper  // holds a copy of each output pipe; nil: none
+	onChange     func()    // called when the worker's process changes
 }
 
 // worker runs one process and, if spec.restart, restarts it with backoff.
 // Its goroutine run owns every field behind mu; others read snapshots.
 type worker struct {
-	spec workerSpec
-	stop chan struct{} // closed to retire the worker
-	once sync.Once
-	done chan struct{} // closed when run has reaped its last process
-	up   chan error    // gets one value: nil once first up, or why it never came up
+	spec   workerSpec
+	stop   chan struct{} // closed to retire the worker
+	once   sync.Once
+	detach chan struct{} // closed to let the process go without stopping it
+	dOnce  sync.Once
+	done   chan struct{} // closed when run has reaped its last process, or let it go
+	up     chan error    // gets one value: nil once first up, or why it never came up
 
 	mu     sync.Mutex
 	status WorkerStatus
+	ticks  uint64 // start time of the current process, for WorkerRecord
 	note   string // the last STATUS= the worker sent
 	err    error  // why the worker stopped on its own
 	tail   *tailBuffer
 }
 
-func newWorker(spec workerSpec) *worker {
+func newWorker(spec workerSpec, adopted *process, rec WorkerRecord) *worker {
 	w := &worker{
-		spec: spec,
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
-		up:   make(chan error, 1),
-		tail: &tailBuffer{max: 8},
+		spec:   spec,
+		stop:   make(chan struct{}),
+		detach: make(chan struct{}),
+		done:   make(chan struct{}),
+		up:     make(chan error, 1),
+		tail:   &tailBuffer{max: 8},
 	}
-	w.status = WorkerStatus{Index: spec.index, Release: spec.release, State: Starting}
-	go w.run()
+	w.status = WorkerStatus{Index: spec.index, Release: spec.release, State: Starting, Restarts: rec.Restarts}
+	if adopted != nil {
+		w.ticks = adopted.started
+		w.status.PID, w.status.State, w.status.Started = adopted.pid, Running, time.Now()
+	}
+	go w.run(adopted)
 	return w
 }
 
@@ -82,6 +92,19 @@ func (w *worker) Status() WorkerStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.status
+}
+
+// record is what a later daemon needs to adopt the worker's process; ok is
+// false while it has none.
+func (w *worker) record() (WorkerRecord, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.status
+	if s.PID == 0 || s.State == Stopped || s.State == Backoff {
+		return WorkerRecord{}, false
+	}
+	return WorkerRecord{Index: s.Index, PID: s.PID, Started: w.ticks, Restarts: s.Restarts,
+		Since: s.Started.UTC().Format(time.RFC3339Nano)}, true
 }
 
 func (w *worker) set(f func(*WorkerStatus)) {
@@ -93,6 +116,10 @@ func (w *worker) set(f func(*WorkerStatus)) {
 // Retire asks the worker to drain and stop; Done is closed once it has.
 func (w *worker) Retire() { w.once.Do(func() { close(w.stop) }) }
 
+// Detach stops supervising the worker and leaves its process running, for
+// the next daemon to adopt; Done is closed once it has let go.
+func (w *worker) Detach() { w.dOnce.Do(func() { close(w.detach) }) }
+
 func (w *worker) Done() <-chan struct{} { return w.done }
 
 // Err is why the worker stopped on its own, once Done is closed.
@@ -102,7 +129,7 @@ func (w *worker) Err() error {
 	return w.err
 }
 
-// backoff is 1s × 1.5^n, capped at 30s (SPEC §4).
+// backoff is 1s × 1.5^n, capped at 30s (README: crash restarts).
 func backoff(n int) time.Duration {
 	d := time.Second
 	for i := 0; i < n && d < 30*time.Second; i++ {
@@ -111,85 +138,169 @@ func backoff(n int) time.Duration {
 	return min(d, 30*time.Second)
 }
 
-func (w *worker) run() {
-	// Pdeathsig is tied to this thread: keep it for the life of every child
-	// it forks. Never unlocked, so the thread is discarded when run ends.
-	runtime.LockOSThread()
+func (w *worker) changed() {
+	if w.spec.onChange != nil {
+		w.spec.onChange()
+	}
+}
+
+// run supervises the worker: adopted, if set, is a process a previous daemon
+// started, already up; otherwise run spawns one.
+func (w *worker) run(adopted *process) {
+	if !w.spec.restart {
+		// A preflight instance dies with the daemon (Pdeathsig), which is
+		// tied to the thread that forked it: keep that thread for the life
+		// of the child. Never unlocked, so the thread is discarded with run.
+		// Live workers have no Pdeathsig: they outlive the daemon.
+		runtime.LockOSThread()
+	}
 	defer close(w.done)
 	everUp := false
-	crashes := 0
+	crashes := w.status.Restarts
 	for {
-		exit, copied, proc, err := w.startOnce()
-		if err != nil {
-			w.fail(err, everUp)
-			return
-		}
-		upTimer := time.NewTimer(w.spec.minUptime)
-		var msgs chan string
-		ready := w.spec.notify == nil
-		if !ready {
-			msgs = make(chan string, 16)
-			w.spec.notify.register(proc.Pid, msgs)
-		}
-		uptimeDone := false
-	wait:
-		for {
-			var becameUp bool
-			select {
-			case m := <-msgs:
-				switch {
-				case m == "READY=1":
-					if !ready {
-						ready = true
-						becameUp = uptimeDone
-					}
-				case strings.HasPrefix(m, "STATUS="):
-					w.mu.Lock()
-					w.note = strings.TrimPrefix(m, "STATUS=")
-					w.mu.Unlock()
-				}
-			case <-upTimer.C:
-				uptimeDone = true
-				becameUp = ready
-			case st := <-exit:
-				upTimer.Stop()
-				w.unregister(proc.Pid)
-				signalGroup(proc.Pid, syscall.SIGKILL) // leftovers of the group
-				waitOutput(copied)
-				if !everUp || !w.spec.restart {
-					w.fail(fmt.Errorf("worker %d exited (%s)%s", w.spec.index, st, w.tail.describe()), everUp)
-					return
-				}
-				fmt.Fprintf(w.spec.log, "[%s w%d] exited (%s), restarting in %s\n",
-					w.spec.release, w.spec.index, st, backoff(crashes))
-				if !w.sleep(backoff(crashes)) {
-					w.set(func(s *WorkerStatus) { s.State = Stopped })
-					return
-				}
-				crashes++
-				w.set(func(s *WorkerStatus) { s.Restarts++ })
-				break wait
-			case <-w.stop:
-				upTimer.Stop()
-				w.drain(proc, exit)
-				w.unregister(proc.Pid)
-				waitOutput(copied)
-				if !everUp {
-					w.up <- fmt.Errorf("worker %d: stopped before it was up", w.spec.index)
-				}
+		var proc *process
+		wasAdopted := adopted != nil
+		if wasAdopted {
+			proc, adopted = adopted, nil
+			w.adopted(proc)
+			everUp = true
+			w.up <- nil
+		} else {
+			var err error
+			if proc, err = w.startOnce(); err != nil {
+				w.fail(err, everUp)
 				return
 			}
-			if becameUp {
-				crashes = 0
-				w.set(func(s *WorkerStatus) { s.State = Running })
-				if !everUp {
-					everUp = true
-					w.up <- nil
+		}
+		w.changed()
+		switch w.supervise(proc, wasAdopted, &everUp, &crashes) {
+		case next:
+			continue
+		default:
+			return
+		}
+	}
+}
+
+// outcome is how supervise left a process.
+type outcome int
+
+const (
+	next outcome = iota // it crashed and the backoff passed: start another
+	end                 // the worker is finished
+)
+
+// supervise waits on one process until it is up, exits, or the worker is
+// retired or detached. An adopted process is up already.
+func (w *worker) supervise(proc *process, adopted bool, everUp *bool, crashes *int) outcome {
+	upTimer := time.NewTimer(w.spec.minUptime)
+	defer upTimer.Stop()
+	var msgs chan string
+	ready := w.spec.notify == nil || adopted
+	uptimeDone := adopted
+	if w.spec.notify != nil {
+		msgs = make(chan string, 16)
+		w.spec.notify.register(proc.pid, msgs)
+	}
+	for {
+		var becameUp bool
+		select {
+		case m := <-msgs:
+			switch {
+			case m == "READY=1":
+				if !ready {
+					ready = true
+					becameUp = uptimeDone
 				}
+			case strings.HasPrefix(m, "STATUS="):
+				w.mu.Lock()
+				w.note = strings.TrimPrefix(m, "STATUS=")
+				w.mu.Unlock()
+			}
+		case <-upTimer.C:
+			if !uptimeDone {
+				uptimeDone = true
+				becameUp = ready
+			}
+		case st := <-proc.exit:
+			w.unregister(proc.pid)
+			signalGroup(proc.pid, syscall.SIGKILL) // leftovers of the group
+			w.letGo(proc, true)
+			if !*everUp || !w.spec.restart {
+				w.fail(fmt.Errorf("worker %d exited (%s)%s", w.spec.index, st, w.tail.describe()), *everUp)
+				w.changed()
+				return end
+			}
+			fmt.Fprintf(w.spec.log, "[%s w%d] exited (%s), restarting in %s\n",
+				w.spec.release, w.spec.index, st, backoff(*crashes))
+			w.changed()
+			if !w.sleep(backoff(*crashes)) {
+				w.set(func(s *WorkerStatus) { s.State = Stopped })
+				return end
+			}
+			*crashes++
+			w.set(func(s *WorkerStatus) { s.Restarts++ })
+			return next
+		case <-w.stop:
+			if !w.drain(proc) {
+				w.unregister(proc.pid)
+				w.letGo(proc, false) // detached mid-drain: the next daemon finishes it
+				return end
+			}
+			w.unregister(proc.pid)
+			w.letGo(proc, true)
+			if !*everUp {
+				w.up <- fmt.Errorf("worker %d: stopped before it was up", w.spec.index)
+			}
+			w.changed()
+			return end
+		case <-w.detach:
+			w.unregister(proc.pid)
+			w.letGo(proc, false)
+			if !*everUp {
+				w.up <- fmt.Errorf("worker %d: detached before it was up", w.spec.index)
+			}
+			return end
+		}
+		if becameUp {
+			*crashes = 0
+			w.set(func(s *WorkerStatus) { s.State = Running })
+			if !*everUp {
+				*everUp = true
+				w.up <- nil
 			}
 		}
 	}
 }
+
+// adopted starts copying an adopted process's output, if its pipe was kept.
+func (w *worker) adopted(proc *process) {
+	if proc.out != nil {
+		w.copyOutput(proc)
+	} else {
+		proc.copied = closedChan
+	}
+}
+
+// letGo closes our side of the process's output. gone says the process is
+// gone for good, so the keeper's copy of the pipe is dropped too; otherwise
+// (detach) the keeper keeps it for the next daemon.
+func (w *worker) letGo(proc *process, gone bool) {
+	if gone {
+		waitOutput(proc.copied)
+	}
+	if proc.out != nil {
+		proc.out.Close()
+	}
+	if !gone && proc.release != nil {
+		proc.release()
+	}
+	if gone && w.spec.keeper != nil && proc.outName != "" {
+		w.spec.keeper.Del(proc.outName)
+	}
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func (w *worker) unregister(pid int) {
 	if w.spec.notify != nil {
@@ -197,7 +308,7 @@ func (w *worker) unregister(pid int) {
 	}
 }
 
-// sleep waits d unless the worker is retired first.
+// sleep waits d unless the worker is retired or detached first.
 func (w *worker) sleep(d time.Duration) bool {
 	w.set(func(s *WorkerStatus) { s.State = Backoff })
 	t := time.NewTimer(d)
@@ -206,6 +317,8 @@ func (w *worker) sleep(d time.Duration) bool {
 	case <-t.C:
 		return true
 	case <-w.stop:
+		return false
+	case <-w.detach:
 		return false
 	}
 }
@@ -219,43 +332,75 @@ func (w *worker) fail(err error, everUp bool) {
 	}
 }
 
-// startOnce spawns the process and returns a channel that receives its exit.
-func (w *worker) startOnce() (exit <-chan *os.ProcessState, copied <-chan struct{}, _ *os.Process, _ error) {
+// startOnce spawns the process with its output on a pipe the daemon reads,
+// a copy of whose read end the keeper holds: if the daemon dies, the worker
+// can still write (no EPIPE) and the next daemon takes the pipe back.
+func (w *worker) startOnce() (*process, error) {
 	r, wr, err := os.Pipe()
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("worker %d: %w", w.spec.index, err)
+		return nil, fmt.Errorf("worker %d: %w", w.spec.index, err)
 	}
-	proc, err := spawn(procSpec{
-		dir:     w.spec.dir,
-		argv:    []string{"/bin/sh", "-c", workerScript(w.spec.start)},
-		env:     w.spec.env,
-		sockets: w.spec.sockets,
-		out:     wr,
+	growPipe(r)
+	pid, err := spawn(procSpec{
+		dir:           w.spec.dir,
+		argv:          []string{"/bin/sh", "-c", workerScript(w.spec.start)},
+		env:           w.spec.env,
+		sockets:       w.spec.sockets,
+		out:           wr,
+		dieWithDaemon: !w.spec.restart,
 	})
 	wr.Close()
 	if err != nil {
 		r.Close()
-		return nil, nil, nil, fmt.Errorf("worker %d: %w", w.spec.index, err)
+		return nil, fmt.Errorf("worker %d: %w", w.spec.index, err)
 	}
-	w.set(func(s *WorkerStatus) { s.PID, s.Started, s.State = proc.Pid, time.Now(), Starting })
-	prefix := fmt.Sprintf("[%s w%d %d] ", w.spec.release, w.spec.index, proc.Pid)
-	copyDone := make(chan struct{})
+	ticks, _ := startTicks(pid) // before Wait: the process exists, if only as a zombie
+	osProc, err := os.FindProcess(pid)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("worker %d: %w", w.spec.index, err)
+	}
+	proc := &process{pid: pid, started: ticks, out: r, kill: func() { _ = osProc.Kill() }}
+	if w.spec.keeper != nil && w.spec.restart {
+		proc.outName = OutputName(w.spec.app, pid)
+		if err := putFile(w.spec.keeper, proc.outName, r); err != nil {
+			fmt.Fprintf(w.spec.log, "[%s w%d] output pipe not kept outside the daemon: %v\n", w.spec.release, w.spec.index, err)
+			proc.outName = ""
+		}
+	}
+	w.mu.Lock()
+	w.ticks = ticks
+	w.status.PID, w.status.Started, w.status.State = pid, time.Now(), Starting
+	w.mu.Unlock()
+	w.copyOutput(proc)
+	exited := make(chan string, 1)
 	go func() {
-		defer close(copyDone)
-		defer r.Close()
-		sc := bufio.NewScanner(r)
+		st, err := osProc.Wait()
+		if err != nil {
+			exited <- err.Error()
+			return
+		}
+		exited <- st.String()
+	}()
+	proc.exit = exited
+	return proc, nil
+}
+
+// copyOutput copies the process's output to the log, each line prefixed,
+// until the pipe ends or we close our side of it.
+func (w *worker) copyOutput(proc *process) {
+	done := make(chan struct{})
+	proc.copied = done
+	go func() {
+		defer close(done)
+		prefix := fmt.Sprintf("[%s w%d %d] ", w.spec.release, w.spec.index, proc.pid)
+		sc := bufio.NewScanner(proc.out)
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		for sc.Scan() {
 			w.tail.add(sc.Text())
 			fmt.Fprintf(w.spec.log, "%s%s\n", prefix, sc.Text())
 		}
 	}()
-	exited := make(chan *os.ProcessState, 1)
-	go func() {
-		st, _ := proc.Wait()
-		exited <- st
-	}()
-	return exited, copyDone, proc, nil
 }
 
 // waitOutput gives the output copier a moment to take the last lines after
@@ -271,23 +416,28 @@ func waitOutput(copied <-chan struct{}) {
 }
 
 // drain sends the stop signal to the worker's group, waits drainTimeout,
-// then kills the group; the process is always reaped.
-func (w *worker) drain(proc *os.Process, exit <-chan *os.ProcessState) {
+// then kills the group; the process is always reaped (or, adopted, seen
+// gone). It returns false if the worker was detached before that: the
+// process is left draining, for the next daemon.
+func (w *worker) drain(proc *process) bool {
 	w.set(func(s *WorkerStatus) { s.State = Draining })
-	signalGroup(proc.Pid, w.spec.stopSignal)
+	signalGroup(proc.pid, w.spec.stopSignal)
 	t := time.NewTimer(w.spec.drainTimeout)
 	defer t.Stop()
 	select {
-	case <-exit:
+	case <-proc.exit:
+	case <-w.detach:
+		return false
 	case <-t.C:
 		fmt.Fprintf(w.spec.log, "[%s w%d] did not stop within %s: SIGKILL\n",
 			w.spec.release, w.spec.index, w.spec.drainTimeout)
-		signalGroup(proc.Pid, syscall.SIGKILL)
-		_ = proc.Kill() // in case it left its group
-		<-exit
+		signalGroup(proc.pid, syscall.SIGKILL)
+		proc.kill() // in case it left its group
+		<-proc.exit
 	}
-	signalGroup(proc.Pid, syscall.SIGKILL)
+	signalGroup(proc.pid, syscall.SIGKILL)
 	w.set(func(s *WorkerStatus) { s.State = Stopped })
+	return true
 }
 
 // tailBuffer keeps the last lines a worker printed, to explain a failure.

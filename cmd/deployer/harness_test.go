@@ -11,7 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,6 +77,7 @@ type daemon struct {
 	cmd     *exec.Cmd
 	log     *lockedBuffer
 	exited  chan struct{}
+	command func() *exec.Cmd // how to start the daemon, if not plainly
 }
 
 func freeAddr(t *testing.T) string {
@@ -107,6 +108,15 @@ const defaultHealth = "    health: {http: /healthz, min_uptime: 300ms, timeout: 
 // settings) and starts the daemon.
 func newDaemon(t *testing.T, extra string) *daemon {
 	t.Helper()
+	d := writeDaemonConfig(t, extra)
+	d.start()
+	t.Cleanup(d.stop)
+	return d
+}
+
+// writeDaemonConfig writes the config newDaemon starts with.
+func writeDaemonConfig(t *testing.T, extra string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), gitAddr: freeAddr(t), appAddr: freeAddr(t), log: &lockedBuffer{}}
 	tokens := filepath.Join(d.dir, "tokens")
 	if err := os.WriteFile(tokens, []byte(hooks.HashToken("alice", testToken)+"\n"), 0o600); err != nil {
@@ -121,14 +131,15 @@ func newDaemon(t *testing.T, extra string) *daemon {
 	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.start()
-	t.Cleanup(d.stop)
 	return d
 }
 
 func (d *daemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(daemonBin, "serve", "-c", d.config)
+	if d.command != nil {
+		d.cmd = d.command()
+	}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := d.cmd.Start(); err != nil {
@@ -158,30 +169,83 @@ func (d *daemon) socket() string { return filepath.Join(d.dir, "data", "deployer
 func (d *daemon) client() *deployer.Client { return deployer.NewClient(d.socket()) }
 
 // stop sends SIGTERM, waits for a clean exit, and checks that no worker
-// outlived the daemon.
+// outlived the daemon. After an upgrade the daemon is another process: the
+// pid file names it.
 func (d *daemon) stop() {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return
 	}
 	pids := d.workerPIDs()
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	pid := d.pid() // a second SIGTERM would force the stop
+	if pid != d.cmd.Process.Pid && alive(d.cmd.Process.Pid) {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
 	select {
 	case <-d.exited:
 	case <-time.After(60 * time.Second):
 		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		syscall.Kill(pid, syscall.SIGKILL)
 		<-d.exited
 		d.t.Errorf("daemon did not stop on SIGTERM; log:\n%s", d.log)
 	}
 	for _, pid := range pids {
-		if syscall.Kill(pid, 0) == nil {
+		if alive(pid) {
 			syscall.Kill(-pid, syscall.SIGKILL)
 			d.t.Errorf("worker %d outlived the daemon", pid)
 		}
+	}
+	if left := processesUnder(d.dir); len(left) > 0 {
+		for _, pid := range left {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		d.t.Errorf("processes left behind after a graceful stop: %v", left)
 	}
 	if d.t.Failed() {
 		d.t.Logf("daemon log:\n%s", d.log)
 	}
 	d.cmd = nil
+}
+
+// pid is the running daemon's pid: the pid file's, which an upgraded
+// daemon rewrote, else the one the harness started.
+func (d *daemon) pid() int {
+	if b, err := os.ReadFile(filepath.Join(d.dir, "data", "deployer.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			return pid
+		}
+	}
+	return d.cmd.Process.Pid
+}
+
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
+}
+
+// processesUnder lists the live processes whose working directory or
+// command line lies in dir: workers, builds and the descriptor keeper of a
+// test's daemon.
+func processesUnder(dir string) []int {
+	var out []int
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(filepath.Base(p))
+		if err != nil || pid == os.Getpid() || !alive(pid) {
+			continue
+		}
+		cwd, _ := os.Readlink(p + "/cwd")
+		cmdline, _ := os.ReadFile(p + "/cmdline")
+		if strings.HasPrefix(cwd, dir+"/") || bytes.Contains(cmdline, []byte(dir+"/")) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func (d *daemon) status() deployer.Status {

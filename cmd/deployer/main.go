@@ -30,7 +30,7 @@ func main() {
 		return usageError{errors.New("missing command; see deployer --help")}
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(serveCmd(), checkCmd(), statusCmd(), releasesCmd(), rollbackCmd(), deployCmd(), reloadCmd(), cleanupCmd(), logsCmd(), cancelCmd(), hookCmd(), tokenCmd())
+	root.AddCommand(serveCmd(), checkCmd(), statusCmd(), releasesCmd(), rollbackCmd(), deployCmd(), reloadCmd(), cleanupCmd(), logsCmd(), cancelCmd(), hookCmd(), tokenCmd(), versionCmd(), upgradeCmd(), fdstoreCmd())
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "deployer:", err)
 		var ue usageError

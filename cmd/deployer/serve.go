@@ -3,22 +3,15 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/deployer/deployer/config"
-	"github.com/deployer/deployer/deployer"
-	"github.com/deployer/deployer/hooks"
-	"github.com/gliderlabs/ssh"
+	"github.com/deployer/deployer/fdstore"
+	"github.com/deployer/deployer/server"
 	"github.com/spf13/cobra"
 )
 
@@ -44,177 +37,88 @@ func newLogger(cfg *config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, nil))
 }
 
+// serve runs the daemon until SIGTERM/SIGINT (graceful: workers drain) or
+// a handover to an upgraded daemon. SIGUSR2 reloads every app, SIGHUP
+// re-reads the config. A second SIGTERM or SIGINT forces the exit.
 func serve(cfg *config.Config) error {
 	log := newLogger(cfg)
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data_dir: %w", err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find own binary: %w", err)
-	}
-	hookDir := filepath.Join(cfg.DataDir, "hooks")
-	if err := os.MkdirAll(hookDir, 0o700); err != nil {
-		return fmt.Errorf("hooks dir: %w", err)
-	}
-	for _, h := range hooks.Hooks {
-		if err := os.WriteFile(filepath.Join(hookDir, h), []byte(hooks.HookScript(exe, h)), 0o700); err != nil {
-			return fmt.Errorf("write hook: %w", err)
-		}
-	}
-
-	d, err := deployer.New(cfg, log)
+	srv, err := server.New(cfg, log)
 	if err != nil {
 		return err
 	}
-	sock := filepath.Join(cfg.DataDir, "deployer.sock")
-	ctl, err := deployer.ListenControl(sock)
-	if err != nil {
-		d.Shutdown(context.Background())
-		return err
-	}
-	ctlSrv := &http.Server{Handler: d.Handler()}
-	go ctlSrv.Serve(ctl)
-
-	var gitSrv *http.Server
-	if cfg.Git.HTTPListen != "" {
-		ln, err := net.Listen("tcp", cfg.Git.HTTPListen)
-		if err != nil {
-			ctlSrv.Close()
-			d.Shutdown(context.Background())
-			return fmt.Errorf("git.http_listen: %w", err)
-		}
-		gitSrv = &http.Server{
-			Handler: &hooks.HTTP{
-				Apps: d, Tokens: hooks.Tokens{File: cfg.Git.TokensFile}, Socket: sock, HookDir: hookDir,
-				MaxPack: int64(cfg.Git.MaxPackSize), Log: log, AuthDelay: 300 * time.Millisecond,
-			},
-			ReadHeaderTimeout: 30 * time.Second,
-		}
-		go func() {
-			var err error
-			if cfg.Git.TLSCert != "" {
-				err = gitSrv.ServeTLS(ln, cfg.Git.TLSCert, cfg.Git.TLSKey)
-			} else {
-				err = gitSrv.Serve(ln)
-			}
-			if !errors.Is(err, http.ErrServerClosed) {
-				log.Error("git http", "err", err)
-			}
-		}()
-		if cfg.Git.TokensFile == "" {
-			log.Warn("git.tokens_file is not set: every HTTP push will be refused")
-		}
-	}
-	var sshSrv interface {
-		Serve(net.Listener) error
-		Shutdown(context.Context) error
-	}
-	if cfg.Git.SSHListen != "" {
-		hostKey := cfg.Git.SSHHostKey
-		if hostKey == "" {
-			hostKey = filepath.Join(cfg.DataDir, "ssh_host_ed25519_key")
-		}
-		srv, err := (&hooks.SSH{
-			Apps: d, AuthorizedKeys: cfg.Git.AuthorizedKeys, Socket: sock, HookDir: hookDir,
-			MaxPack: int64(cfg.Git.MaxPackSize), Log: log, AuthDelay: 300 * time.Millisecond,
-		}).Server(hostKey)
-		if err == nil {
-			var ln net.Listener
-			if ln, err = net.Listen("tcp", cfg.Git.SSHListen); err == nil {
-				sshSrv = srv
-				go func() {
-					if err := srv.Serve(ln); err != nil && !errors.Is(err, ssh.ErrServerClosed) {
-						log.Error("git ssh", "err", err)
-					}
-				}()
-			}
-		}
-		if err != nil {
-			if gitSrv != nil {
-				gitSrv.Close()
-			}
-			ctlSrv.Close()
-			d.Shutdown(context.Background())
-			return fmt.Errorf("git.ssh_listen: %w", err)
-		}
-		if cfg.Git.AuthorizedKeys == "" {
-			log.Warn("git.authorized_keys is not set: every SSH push will be refused")
-		}
-	}
-	pidFile := filepath.Join(cfg.DataDir, "deployer.pid")
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		log.Error("pid file", "err", err)
-	}
-	log.Info("deployer started", "pid", os.Getpid(), "git_http", cfg.Git.HTTPListen, "git_ssh", cfg.Git.SSHListen, "socket", sock, "data_dir", cfg.DataDir, "config", cfg.File)
-	if len(cfg.Apps) == 0 {
-		log.Info("no apps configured: add one under apps: in deployer.yaml (see README), then send SIGHUP")
-	}
-
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGHUP)
-	// One SIGHUP or SIGUSR2 at a time is enough: the next one waits its turn
-	// in the channel, and the app locks serialise the work.
-	started := make(chan struct{})
-	go func() { d.Start(); close(started) }()
+	stopped := make(chan error, 1)
+	go handleSignals(srv, cfg.File, log, sigs, stopped)
+	if err := srv.Serve(); !errors.Is(err, server.ErrServerClosed) {
+		return err
+	}
+	select {
+	case err := <-stopped:
+		return err
+	default:
+		return nil // handed over to a new daemon
+	}
+}
+
+func handleSignals(srv *server.Server, file string, log *slog.Logger, sigs chan os.Signal, stopped chan<- error) {
 	for sig := range sigs {
-		if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-			log.Info("stopping: draining workers (signal again to force)", "signal", sig.String())
-			break
-		}
 		switch sig {
 		case syscall.SIGUSR2:
 			log.Info("SIGUSR2: reloading every app")
-			go func() {
-				<-started
-				if err := d.Reload(context.Background(), "", "SIGUSR2", io.Discard); err != nil {
-					log.Error("reload", "err", err)
-				}
-			}()
+			go srv.Reload("SIGUSR2")
 		case syscall.SIGHUP:
-			log.Info("SIGHUP: re-reading the config", "file", cfg.File)
+			log.Info("SIGHUP: re-reading the config", "file", file)
 			go func() {
-				<-started
-				next, err := config.Load(cfg.File)
+				next, err := config.Load(file)
 				if err != nil {
 					log.Error("config reload rejected; the running state is unchanged", "err", err)
 					return
 				}
-				if err := d.Reconfigure(next); err != nil {
+				if err := srv.Reconfigure(next); err != nil {
 					log.Error("config reload", "err", err)
 					return
 				}
 				log.Info("config reloaded")
 			}()
+		default:
+			log.Info("stopping: draining workers (signal again to force)", "signal", sig.String())
+			go forceOnSecondSignal(sigs, log)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			stopped <- srv.Shutdown(ctx)
+			cancel()
+			return
 		}
 	}
-	go func() {
-		// Only a second SIGTERM or SIGINT forces; a SIGHUP from logrotate
-		// or a stray SIGUSR2 during the drain is ignored.
-		for sig := range sigs {
-			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-				break
-			}
-			log.Info("stopping: signal ignored", "signal", sig.String())
+}
+
+// forceOnSecondSignal exits at the next SIGTERM or SIGINT; a SIGHUP from
+// logrotate or a stray SIGUSR2 during the drain is ignored.
+func forceOnSecondSignal(sigs chan os.Signal, log *slog.Logger) {
+	for sig := range sigs {
+		if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+			break
 		}
-		log.Warn("forced stop")
-		os.Exit(1)
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	if gitSrv != nil {
-		gitSrv.Shutdown(ctx)
+		log.Info("stopping: signal ignored", "signal", sig.String())
 	}
-	if sshSrv != nil {
-		sshSrv.Shutdown(ctx)
+	log.Warn("forced stop")
+	os.Exit(1)
+}
+
+// fdstoreCmd is the descriptor keeper the daemon starts (package fdstore).
+func fdstoreCmd() *cobra.Command {
+	var socket string
+	c := &cobra.Command{
+		Use:    "fdstore --socket PATH",
+		Short:  "the daemon's descriptor keeper (started by the daemon)",
+		Hidden: true,
+		Args:   usage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+			return fdstore.RunKeeper(socket, os.NewFile(3, "ready"))
+		},
 	}
-	cancel()
-	<-started
-	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err = d.Shutdown(ctx)
-	ctlSrv.Close()
-	os.Remove(sock)
-	os.Remove(pidFile)
-	log.Info("stopped")
-	return err
+	c.Flags().StringVar(&socket, "socket", "", "where to listen")
+	_ = c.MarkFlagRequired("socket")
+	return c
 }
