@@ -163,10 +163,8 @@ func (d *Daemon) Quiesce(ctx context.Context) error {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
-	waited := make(chan struct{})
-	go func() { d.wg.Wait(); close(waited) }()
 	select {
-	case <-waited:
+	case <-d.opsEnded():
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("operations still running: %w", ErrClosed)

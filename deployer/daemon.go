@@ -27,7 +27,6 @@ type Daemon struct {
 
 	ctx    context.Context // deploys run on it, not on the pusher's
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // running deploys
 
 	cron   *cron.Cron // scheduled cleanups
 	notify *supervisor.Notifier
@@ -36,7 +35,9 @@ type Daemon struct {
 	reconfMu sync.Mutex   // one config reload at a time
 	appsMu   sync.RWMutex // guards apps and cfg, which a config reload changes
 	mu       sync.Mutex
-	closed   bool
+	closed   bool          // operations are turned away (shutdown, or quiesced for a handover)
+	ops      int           // operations running for clients
+	idle     chan struct{} // closed when ops drops to 0; nil if nobody waits for it
 }
 
 // Options are what the daemon's server hands the apps: where their sockets
@@ -222,14 +223,14 @@ func (d *Daemon) run(ctx context.Context, app string, out io.Writer, op func(a *
 		d.mu.Unlock()
 		return ErrClosed
 	}
-	d.wg.Add(1)
+	d.ops++
 	d.mu.Unlock()
 	q := newOutQueue(out)
 	wait, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(d.ctx, cancel)
 	done := make(chan error, 1)
 	go func() {
-		defer d.wg.Done()
+		defer d.opEnded()
 		defer stop()
 		defer cancel()
 		err := op(a, wait, q)
@@ -244,6 +245,32 @@ func (d *Daemon) run(ctx context.Context, app string, out io.Writer, op func(a *
 		a.log.Info("client disconnected; the operation continues")
 		return ctx.Err()
 	}
+}
+
+func (d *Daemon) opEnded() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ops--; d.ops == 0 && d.idle != nil {
+		close(d.idle)
+		d.idle = nil
+	}
+}
+
+// opsEnded is closed once no operation runs for a client. Unlike a
+// WaitGroup's Wait, it may be abandoned and operations may start again
+// (Unquiesce) while someone still waits.
+func (d *Daemon) opsEnded() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ops == 0 {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	if d.idle == nil {
+		d.idle = make(chan struct{})
+	}
+	return d.idle
 }
 
 // Cancel stops app's running deploy, rollback or reload and says what it was.
@@ -310,10 +337,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	c := d.cron
 	d.mu.Unlock()
 	if c != nil {
-		c.Stop() // a job already running is an operation counted in wg
+		c.Stop() // a job already running is an operation counted in ops
 	}
-	waited := make(chan struct{})
-	go func() { d.wg.Wait(); close(waited) }()
+	waited := d.opsEnded()
 	var err error
 	select {
 	case <-waited:

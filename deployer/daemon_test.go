@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -205,5 +206,74 @@ func TestStatusShowsTheLastDeployFromTheLedger(t *testing.T) {
 	ta.record(releases.Event{Event: "cleanup", By: "schedule"})
 	if st := d.Status(); st[0].LastDeploy == nil || st[0].LastDeploy.Event != "deploy" {
 		t.Fatalf("last deploy %+v", st[0].LastDeploy)
+	}
+}
+
+// TestQuiesceWaitsForOperationsAndDetachLetsEveryAppGo: Quiesce turns new
+// operations away and waits for the running one (or gives up with ctx);
+// Unquiesce takes them again; Detach lets go of every app's workers without
+// stopping them.
+func TestQuiesceWaitsForOperationsAndDetachLetsEveryAppGo(t *testing.T) {
+	d, add := newTestDaemon(t)
+	ta := add(appConfig("hello"))
+	blue := ta.withLive()
+	b := newBlocker()
+	res := make(chan error, 1)
+	go func() {
+		res <- d.run(context.Background(), "hello", io.Discard, func(a *App, wait context.Context, w io.Writer) error {
+			return a.do(wait, &op{what: "long", run: b.run})
+		})
+	}()
+	<-b.started
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := d.Quiesce(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Quiesce with an operation running past ctx: %v", err)
+	}
+	if err := d.Reload(context.Background(), "hello", "bob", io.Discard); !errors.Is(err, ErrClosed) {
+		t.Fatalf("reload while quiesced: %v", err)
+	}
+	d.Unquiesce()
+	close(b.release)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(context.Background(), "hello", "bob", io.Discard); err != nil {
+		t.Fatalf("reload after Unquiesce: %v", err)
+	}
+	fresh := ta.starter.last()
+	if err := d.Quiesce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d.Detach()
+	if fresh.isStopped() || !fresh.detached.Load() || !blue.isStopped() {
+		t.Fatal("Detach stopped the live workers, or did not let them go")
+	}
+	if err := d.Deploy(context.Background(), "hello", Push{}, io.Discard); !errors.Is(err, ErrClosed) {
+		t.Fatalf("deploy after Detach: %v", err)
+	}
+}
+
+// TestLogsShowsTheWorkerLogTailAndBuildLogs.
+func TestLogsShowsTheWorkerLogTailAndBuildLogs(t *testing.T) {
+	d, add := newTestDaemon(t)
+	ta := add(appConfig("hello"))
+	var out syncBuf
+	if err := d.Logs(context.Background(), "hello", "", 10, false, &out); err != nil || out.String() != "" {
+		t.Fatalf("no worker log yet: %q %v", out.String(), err)
+	}
+	os.MkdirAll(filepath.Join(ta.dir, "logs"), 0o755)
+	os.WriteFile(filepath.Join(ta.dir, "logs", "workers.log"), []byte("a\nb\nc\n"), 0o644)
+	if err := d.Logs(context.Background(), "hello", "", 2, false, &out); err != nil || out.String() != "b\nc\n" {
+		t.Fatalf("tail: %q %v", out.String(), err)
+	}
+	ta.addRelease("c1", "failed")
+	os.WriteFile(ta.store.BuildLog("v1"), []byte("-----> Building\n"), 0o644)
+	out = syncBuf{}
+	if err := d.Logs(context.Background(), "hello", "1", 0, false, &out); err != nil || out.String() != "-----> Building\n" {
+		t.Fatalf("build log: %q %v", out.String(), err)
+	}
+	if err := d.Logs(context.Background(), "hello", "v9", 0, false, &out); err == nil {
+		t.Fatal("a build log of a release that does not exist")
 	}
 }

@@ -95,7 +95,7 @@ func TestDeployBuildsChecksOutAndPutsTheReleaseLive(t *testing.T) {
 		cfg.Hooks.PostDeploy = "touch post_deploy.ran"
 	})
 	rev1 := w.commit("first\n\nbody", map[string]string{"Procfile": "web: ./serve --port 1\n", "data/junk": "x"})
-	var out syncBuffer
+	var out syncBuf
 	if err := ta.push(w, rev1, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -145,7 +145,7 @@ func TestFailedBuildIsRecordedRunsOnFailureAndChangesNothing(t *testing.T) {
 		cfg.Hooks.OnFailure = `echo "$DEPLOYER_FAILED_STEP" > "$DEPLOYER_RELEASE_DIR/../failed_step"`
 	})
 	rev := w.commit("broken", map[string]string{"main.go": "package main"})
-	var out syncBuffer
+	var out syncBuf
 	err := ta.push(w, rev, &out)
 	if !errors.Is(err, ErrBuild) || !strings.HasPrefix(err.Error(), "build: build failed: exit status 3") {
 		t.Fatalf("err %v", err)
@@ -247,7 +247,7 @@ func TestDeployWhoseLedgerWriteFailsStaysLiveAndSaysSo(t *testing.T) {
 	ta, w := newGitApp(t, func(cfg *testAppConfig) { cfg.Start = "./run" })
 	ta.store.fail(func(s *faultyStore) { s.recordErr = errInjected })
 	rev := w.commit("one", map[string]string{"a": "1"})
-	var out syncBuffer
+	var out syncBuf
 	if err := ta.push(w, rev, &out); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package deployer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -280,24 +279,6 @@ func (p *fakePool) isStopped() bool {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
@@ -309,7 +290,7 @@ type testApp struct {
 	repo    *fakeRepo
 	store   *faultyStore
 	starter *fakeStarter
-	logs    *syncBuffer // the app's log, text
+	logs    *syncBuf // the app's log, text
 	stop    context.CancelFunc
 }
 
@@ -341,7 +322,7 @@ func newTestAppOn(t *testing.T, ctx context.Context, cfg *config.App) *testApp {
 		t.Fatal(err)
 	}
 	work, stop := context.WithCancel(ctx)
-	ta := &testApp{t: t, repo: newFakeRepo(), store: &faultyStore{Store: st}, starter: &fakeStarter{}, logs: &syncBuffer{}, stop: stop}
+	ta := &testApp{t: t, repo: newFakeRepo(), store: &faultyStore{Store: st}, starter: &fakeStarter{}, logs: &syncBuf{}, stop: stop}
 	ta.App = &App{
 		name: cfg.Name, dir: dir, repo: ta.repo, store: ta.store, starter: ta.starter,
 		workerLog:   nopCloser{io.Discard},

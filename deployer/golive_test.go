@@ -131,7 +131,7 @@ func TestGoLiveSwapsGreenInAndDrainsBlue(t *testing.T) {
 	blue := ta.withLive()
 	ta.repo.addCommit("c2", "second", "c1")
 	rel := ta.addRelease("c2", releases.Building)
-	var out syncBuffer
+	var out syncBuf
 	err := ta.inTurn(&out, func(j *job) error {
 		_, err := j.goLive(rel, cutover{ref: branchRef("main"), from: "c1", to: "c2", previous: "v1", retireAs: releases.Retired})
 		return err

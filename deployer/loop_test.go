@@ -58,7 +58,7 @@ func TestSecondOperationWaitsTellingWhoHoldsTheTurnThenRuns(t *testing.T) {
 	ta.waitReport = 5 * time.Millisecond
 	first := newBlocker()
 	firstDone := hold(ta, first, true)
-	var out syncBuffer
+	var out syncBuf
 	var mu sync.Mutex
 	var order []string
 	second := make(chan error, 1)
@@ -127,7 +127,7 @@ func TestClientLeavingWhileWaitingStopsWaitingOnly(t *testing.T) {
 	first := newBlocker()
 	firstDone := hold(ta, first, true)
 	ctx, leave := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out syncBuf
 	second := make(chan error, 1)
 	ran := make(chan struct{}, 1)
 	go func() {
@@ -197,7 +197,7 @@ func TestCloseCancelsWaitsDrainsAndTurnsAwayTheRest(t *testing.T) {
 	blue := ta.withLive()
 	first := newBlocker()
 	firstDone := hold(ta, first, true)
-	var out syncBuffer
+	var out syncBuf
 	second := make(chan error, 1)
 	go func() {
 		second <- ta.do(context.Background(), &op{what: "second", pr: newProgress(&out), run: func(j *job) error { return nil }})

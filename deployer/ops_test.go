@@ -26,7 +26,7 @@ func TestRollbackGoesLiveWithoutRebuildAndMovesTheBranchBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	v2 := ta.starter.last()
-	var out syncBuffer
+	var out syncBuf
 	if err := ta.rollback(context.Background(), "", "bob", &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
@@ -90,7 +90,7 @@ func TestRollbackThatFailsTheGateKeepsTheLiveRelease(t *testing.T) {
 	}
 	blue := ta.starter.last()
 	ta.starter.set(func(s *fakeStarter) { s.preflightErr = errInjected })
-	var out syncBuffer
+	var out syncBuf
 	err := ta.rollback(context.Background(), "", "bob", &out)
 	if !errors.Is(err, errInjected) || !strings.HasPrefix(err.Error(), "preflight: ") {
 		t.Fatalf("err %v", err)

@@ -7,7 +7,7 @@ import (
 
 // TestOutQueueDeliversInOrderAndDrainsOnClose.
 func TestOutQueueDeliversInOrderAndDrainsOnClose(t *testing.T) {
-	var out syncBuffer
+	var out syncBuf
 	q := newOutQueue(&out)
 	for _, s := range []string{"one\n", "two\n", "three\n"} {
 		if _, err := q.Write([]byte(s)); err != nil {

@@ -34,7 +34,7 @@ func TestWatchRollsBackAReleaseThatTurnsUnhealthy(t *testing.T) {
 	ta.withLive()
 	ta.repo.addCommit("c2", "second", "c1")
 	rel := ta.addRelease("c2", releases.Building)
-	var out syncBuffer
+	var out syncBuf
 	if err := ta.inTurn(&out, func(j *job) error {
 		if _, err := j.goLive(rel, cutover{ref: branchRef("main"), from: "c1", to: "c2", previous: "v1", retireAs: releases.Retired}); err != nil {
 			return err
