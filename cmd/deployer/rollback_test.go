@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 // TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch: with a deliberately slow
@@ -135,7 +137,7 @@ func TestScheduledCleanupPrunesWhileServingAndRollbackStillWorks(t *testing.T) {
 	}
 	r.commit("broken", map[string]string{"broken.go": "package main\nnope\n"})
 	r.push(d.url(testToken)) // v5 fails
-	waitFor(t, 30*time.Second, "the schedule to prune v1 and v2", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the schedule to prune v1 and v2", func() bool {
 		return d.release("v1")["status"] == "pruned" && d.release("v2")["status"] == "pruned"
 	})
 	for _, id := range []string{"v1", "v2"} {
@@ -183,11 +185,11 @@ func TestLogsShowWorkerOutputAndBuildLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	waitFor(t, 10*time.Second, "logs -f to print what was there", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "logs -f to print what was there", func() bool {
 		return strings.Contains(out.String(), "served /first")
 	})
 	http.Get("http://" + d.appAddr + "/followed")
-	waitFor(t, 10*time.Second, "the request to show in logs -f", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the request to show in logs -f", func() bool {
 		return strings.Contains(out.String(), "served /followed") && strings.Contains(out.String(), "[v1 w")
 	})
 	cmd.Process.Signal(os.Interrupt)
