@@ -108,7 +108,7 @@ func TestFailedBuildRejectsPushAndKeepsLiveRelease(t *testing.T) {
 }
 
 func TestFailedHealthCheckRejectsPushAndKeepsLiveRelease(t *testing.T) {
-	d := newDaemon(t, "")
+	d := newDaemon(t, failingHealth)
 	r := newAppRepo(t)
 	r.mustPush(d)
 	main, err := os.ReadFile(filepath.Join(r.dir, "main.go"))

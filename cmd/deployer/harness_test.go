@@ -102,6 +102,11 @@ const appConfig = `
 // defaultHealth is used unless extra sets health itself.
 const defaultHealth = "    health: {http: /healthz, min_uptime: 300ms, timeout: 30s}\n"
 
+// failingHealth is defaultHealth for tests in which a release fails the
+// health gate: the gate waits out the whole timeout before it rejects, and
+// 3s is still ample for a healthy hello, which answers within milliseconds.
+const failingHealth = "    health: {http: /healthz, min_uptime: 300ms, timeout: 3s}\n"
+
 // newDaemon writes a config for the app "hello" (extra is appended to its
 // settings) and starts the daemon.
 func newDaemon(t *testing.T, extra string) *daemon {

@@ -13,13 +13,14 @@ import (
 )
 
 // TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch: with a deliberately slow
-// build, rollback serves v1 in less time than the build alone took, makes no
-// new release, and moves the branch back so that pushing v2 again redeploys it.
+// build of v2, rollback serves v1 in less time than that build alone took,
+// makes no new release, and moves the branch back so that pushing v2 again
+// redeploys it.
 func TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch(t *testing.T) {
 	d := newDaemon(t, "")
 	cfg, _ := os.ReadFile(d.config)
 	os.WriteFile(d.config, []byte(strings.Replace(string(cfg), `build: "go build -o bin/hello ."`,
-		`build: "go build -o bin/hello . && sleep 4"`, 1)), 0o644)
+		`build: "go build -o bin/hello . && if [ $DEPLOYER_RELEASE = v2 ]; then sleep 4; fi"`, 1)), 0o644)
 	d.stop()
 	d.start()
 	r := newAppRepo(t)
@@ -95,7 +96,7 @@ func TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch(t *testing.T) {
 // is refused, v2 keeps serving and the branch stays.
 func TestRollbackToAReleaseThatIsNowUnhealthyIsRefused(t *testing.T) {
 	sick := filepath.Join(t.TempDir(), "sick")
-	d := newDaemon(t, "")
+	d := newDaemon(t, failingHealth)
 	r := newAppRepo(t)
 	main, _ := os.ReadFile(filepath.Join(r.dir, "main.go"))
 	fragile := strings.Replace(string(main), `fmt.Fprintln(w, "ok")`,
