@@ -199,6 +199,11 @@ func (d *daemon) stop() {
 			d.t.Errorf("worker %d outlived the daemon", pid)
 		}
 	}
+	// The keeper exits just after it answered the daemon's QUIT.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(processesUnder(d.dir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if left := processesUnder(d.dir); len(left) > 0 {
 		for _, pid := range left {
 			syscall.Kill(pid, syscall.SIGKILL)
