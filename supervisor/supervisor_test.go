@@ -364,7 +364,7 @@ func TestPreflightUsesAPrivateSocket(t *testing.T) {
 	c.Close()
 
 	spec.Env["HELPER_HEALTH"] = "503"
-	err = Preflight(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 5 * time.Second})
+	err = Preflight(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 2 * time.Second})
 	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "HTTP 503") {
 		t.Fatalf("err = %v, want ErrUnhealthy naming HTTP 503\n%s", err, spec.Log)
 	}

@@ -282,18 +282,3 @@ func (n *notifySocket) expect(t *testing.T, want string, timeout time.Duration) 
 		got = append(got, string(buf[:k]))
 	}
 }
-
-// waitFor polls cond until it holds or timeout passes: the OS gives no
-// event for "this many requests were served".
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}

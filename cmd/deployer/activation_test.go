@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 // systemdSide plays systemd for the daemon: it holds the listening sockets
@@ -159,7 +161,7 @@ func TestSocketActivatedDaemonServesAndConnectionsWaitThroughARestart(t *testing
 			errs <- err
 		}()
 	}
-	waitFor(t, 30*time.Second, "the connections to queue while no daemon runs", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the connections to queue while no daemon runs", func() bool {
 		return acceptQueue(t, d.appAddr) >= 8
 	})
 	d.start()

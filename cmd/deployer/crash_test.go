@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 // TestKillDuringBuildLeavesAConsistentState: the daemon is killed with
@@ -28,7 +30,7 @@ func TestKillDuringBuildLeavesAConsistentState(t *testing.T) {
 	r.commit("two", map[string]string{"message.txt": "two"})
 	pushed := make(chan string, 1)
 	go func() { out, _ := r.push(d.url(testToken)); pushed <- out }()
-	waitFor(t, 30*time.Second, "the build to start", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the build to start", func() bool {
 		_, err := os.Stat(filepath.Join(gate, "building"))
 		return err == nil
 	})
@@ -39,7 +41,7 @@ func TestKillDuringBuildLeavesAConsistentState(t *testing.T) {
 	}
 	v2 := filepath.Join(d.dir, "data/apps/hello/releases/v2")
 	d.start()
-	waitFor(t, 30*time.Second, "workers after restart", func() bool { return len(d.workerPIDs()) == 2 })
+	testutil.WaitFor(t, 30*time.Second, "workers after restart", func() bool { return len(d.workerPIDs()) == 2 })
 	d.serves("v1")
 	if st := d.release("v2"); st["status"] != "failed" || !strings.Contains(st["reason"].(string), "interrupted") {
 		t.Fatalf("v2 after the crash: %v", st)
@@ -50,7 +52,7 @@ func TestKillDuringBuildLeavesAConsistentState(t *testing.T) {
 	if d.branch() != rev1 {
 		t.Fatal("branch does not name the live release")
 	}
-	waitFor(t, 10*time.Second, "the build's processes to be gone", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the build's processes to be gone", func() bool {
 		procs, _ := filepath.Glob("/proc/[0-9]*/cwd")
 		for _, p := range procs {
 			if cwd, err := os.Readlink(p); err == nil && strings.HasPrefix(cwd, v2) {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 // The daemon is never the outage: it can be upgraded in place, and killed,
@@ -67,7 +69,7 @@ func (d *daemon) reloadReplaces(pids []int) {
 			d.t.Fatalf("worker %d survived the reload", p)
 		}
 	}
-	waitFor(d.t, 30*time.Second, "the previous workers to be gone", func() bool {
+	testutil.WaitFor(d.t, 30*time.Second, "the previous workers to be gone", func() bool {
 		return !slices.ContainsFunc(pids, alive)
 	})
 	d.serves("v1")
@@ -81,10 +83,10 @@ func TestUpgradeUnderLoadKeepsTheWorkersAndAnswersWithTheNewVersion(t *testing.T
 	_, oldPID := d.daemonVersion()
 	bin := buildDaemonVersion(t, "e2e-upgraded")
 
-	l := startLoad(d.appAddr, 8)
+	l := testutil.StartLoad(t, "http://"+d.appAddr+"/", 8)
 	time.Sleep(200 * time.Millisecond) // let the load reach its pace before the handover
 	out := d.mustCLI("upgrade", "--binary", bin)
-	l.finish(t, "the upgrade", 100)
+	l.Finish(t, "the upgrade", 100)
 	if !strings.Contains(out, "deployer upgraded: daemon e2e-upgraded") {
 		t.Fatalf("upgrade output:\n%s", out)
 	}
@@ -92,14 +94,14 @@ func TestUpgradeUnderLoadKeepsTheWorkersAndAnswersWithTheNewVersion(t *testing.T
 	if version != "e2e-upgraded" || pid == oldPID {
 		t.Fatalf("after the upgrade the daemon is %s pid %d (was pid %d)", version, pid, oldPID)
 	}
-	waitFor(t, 10*time.Second, "the old daemon to exit", func() bool { return !alive(oldPID) })
+	testutil.WaitFor(t, 10*time.Second, "the old daemon to exit", func() bool { return !alive(oldPID) })
 	d.sameWorkers(pids)
 
 	// The new daemon manages the adopted workers as its own: a push
 	// deploys over them, and they drain.
 	r.commit("after upgrade", map[string]string{"message.txt": "upgraded"})
 	r.mustPush(d)
-	waitFor(t, 30*time.Second, "the adopted workers to be drained", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the adopted workers to be drained", func() bool {
 		return !slices.ContainsFunc(pids, alive)
 	})
 	if body, err := d.get(); err != nil || !strings.HasPrefix(body, "hello from v2") {
@@ -129,9 +131,9 @@ func TestUpgradeToABrokenBinaryIsRefusedAndTheOldDaemonServes(t *testing.T) {
 			"upgrade failed, the old daemon goes on"},
 	}
 	for _, c := range cases {
-		l := startLoad(d.appAddr, 4)
+		l := testutil.StartLoad(t, "http://"+d.appAddr+"/", 4)
 		out, err := d.cli("upgrade", "--binary", c.bin)
-		l.finish(t, "a refused upgrade ("+c.name+")", 10)
+		l.Finish(t, "a refused upgrade ("+c.name+")", 10)
 		if err == nil || !strings.Contains(out, c.want) {
 			t.Fatalf("%s: upgrade gave %v:\n%s", c.name, err, out)
 		}
@@ -150,16 +152,16 @@ func TestKill9UnderLoadLosesNoRequestAndTheNextDaemonAdoptsTheWorkers(t *testing
 	r.mustPush(d)
 	pids := d.workerPIDs()
 
-	l := startLoad(d.appAddr, 8)
+	l := testutil.StartLoad(t, "http://"+d.appAddr+"/", 8)
 	time.Sleep(200 * time.Millisecond)
 	d.cmd.Process.Signal(syscall.SIGKILL)
 	<-d.exited
-	down := startLoad(d.appAddr, 4) // fresh clients while no daemon runs
+	down := testutil.StartLoad(t, "http://"+d.appAddr+"/", 4) // fresh clients while no daemon runs
 	time.Sleep(300 * time.Millisecond)
-	down.finish(t, "the daemon's absence", 10)
+	down.Finish(t, "the daemon's absence", 10)
 	d.start()
-	waitFor(t, 30*time.Second, "the workers to be adopted", func() bool { return len(d.workerPIDs()) == 2 })
-	l.finish(t, "kill -9 and restart", 100)
+	testutil.WaitFor(t, 30*time.Second, "the workers to be adopted", func() bool { return len(d.workerPIDs()) == 2 })
+	l.Finish(t, "kill -9 and restart", 100)
 	d.sameWorkers(pids)
 	if st := d.status(); st.Live != "v1" || st.Workers[0].State != "running" {
 		t.Fatalf("status after adoption: %+v", st)
@@ -190,7 +192,7 @@ func TestAPushInFlightFinishesBeforeTheUpgradeHandsOver(t *testing.T) {
 	waitBuilding(t, gate)
 	upgraded := make(chan string, 1)
 	go func() { out, _ := d.cli("upgrade", "--binary", bin); upgraded <- out }()
-	waitFor(t, 30*time.Second, "the upgrade to wait for the push", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the upgrade to wait for the push", func() bool {
 		return strings.Contains(d.log.String(), "upgrade: waiting for the pushes in flight")
 	})
 	select {

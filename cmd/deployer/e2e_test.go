@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 func TestPushDeploysEachRevisionAndStreamsProgress(t *testing.T) {
@@ -106,7 +108,7 @@ func TestFailedBuildRejectsPushAndKeepsLiveRelease(t *testing.T) {
 }
 
 func TestFailedHealthCheckRejectsPushAndKeepsLiveRelease(t *testing.T) {
-	d := newDaemon(t, "")
+	d := newDaemon(t, failingHealth)
 	r := newAppRepo(t)
 	r.mustPush(d)
 	main, err := os.ReadFile(filepath.Join(r.dir, "main.go"))
@@ -185,7 +187,7 @@ func TestDeployRollbackAndReloadUnderLoadLoseNoRequest(t *testing.T) {
 	r := newAppRepo(t)
 	r.mustPush(d)
 
-	l := startLoad(d.appAddr, 16)
+	l := testutil.StartLoad(t, "http://"+d.appAddr+"/", 16)
 	for _, msg := range []string{"two", "three"} {
 		r.commit(msg, map[string]string{"message.txt": msg})
 		r.mustPush(d)
@@ -198,7 +200,7 @@ func TestDeployRollbackAndReloadUnderLoadLoseNoRequest(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "SIGUSR2 to replace every worker", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "SIGUSR2 to replace every worker", func() bool {
 		st := d.status()
 		if len(st.Workers) != 2 {
 			return false
@@ -212,7 +214,7 @@ func TestDeployRollbackAndReloadUnderLoadLoseNoRequest(t *testing.T) {
 	})
 	d.serves("v2")
 
-	l.finish(t, "2 deploys, a rollback and a reload", 100)
+	l.Finish(t, "2 deploys, a rollback and a reload", 100)
 	pid, _ := os.ReadFile(filepath.Join(d.dir, "data/deployer.pid"))
 	if strings.TrimSpace(string(pid)) != strconv.Itoa(d.cmd.Process.Pid) {
 		t.Fatalf("pid file %q, daemon pid %d", pid, d.cmd.Process.Pid)
@@ -243,7 +245,7 @@ func TestDaemonRestartServesTheLiveReleaseAgain(t *testing.T) {
 	r.mustPush(d)
 	d.stop()
 	d.start()
-	waitFor(t, 30*time.Second, "workers after restart", func() bool { return len(d.workerPIDs()) == 2 })
+	testutil.WaitFor(t, 30*time.Second, "workers after restart", func() bool { return len(d.workerPIDs()) == 2 })
 	body, err := d.get()
 	if err != nil || !strings.HasPrefix(body, "hello from v2") {
 		t.Fatalf("after restart: %q %v", body, err)
@@ -272,7 +274,7 @@ func TestSecondPushWaitsForTheLockThenDeploys(t *testing.T) {
 	revA := r.commit("A", map[string]string{"message.txt": "A"})
 	first := make(chan error, 1)
 	go func() { _, err := r.push(d.url(testToken)); first <- err }()
-	waitFor(t, 30*time.Second, "the first build to start", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the first build to start", func() bool {
 		_, err := os.Stat(filepath.Join(gate, "building"))
 		return err == nil
 	})
@@ -287,7 +289,7 @@ func TestSecondPushWaitsForTheLockThenDeploys(t *testing.T) {
 		cmd.Dir, cmd.Stdout, cmd.Stderr = r2.dir, &out, &out
 		second <- cmd.Run()
 	}()
-	waitFor(t, 30*time.Second, "the second push to report the lock holder", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the second push to report the lock holder", func() bool {
 		return strings.Contains(out.String(), "Waiting for the deploy lock of hello: held by deploy of "+revA[:7]+" pushed by alice")
 	})
 	os.WriteFile(filepath.Join(gate, "open"), nil, 0o644)

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 // gatedBuild makes every build announce itself in gate/building and wait
@@ -31,7 +33,7 @@ func gatedBuild(t *testing.T, d *daemon, gate string) {
 
 func waitBuilding(t *testing.T, gate string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "the build to start", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the build to start", func() bool {
 		_, err := os.Stat(filepath.Join(gate, "building"))
 		return err == nil
 	})
@@ -129,7 +131,7 @@ func TestDisconnectMidBuildStillDeploys(t *testing.T) {
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // Ctrl-C, a dropped connection
 	cmd.Wait()
 	os.WriteFile(filepath.Join(gate, "open"), nil, 0o644)
-	waitFor(t, 60*time.Second, "the deploy to finish without its pusher", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "the deploy to finish without its pusher", func() bool {
 		st := d.status()
 		return st.Live == "v2" && len(st.Workers) == 2 && st.Workers[0].Release == "v2" && st.Workers[1].Release == "v2"
 	})

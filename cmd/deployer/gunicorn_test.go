@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 const wsgiApp = `import os
@@ -43,10 +45,10 @@ func TestGunicornAppDeploysUnmodified(t *testing.T) {
 		t.Fatalf("v1: %q %v", body, err)
 	}
 
-	l := startLoad(d.appAddr, 1)
+	l := testutil.StartLoad(t, "http://"+d.appAddr+"/", 1)
 	r.commit("v2", map[string]string{"message.txt": "two"})
 	r.mustPush(d)
-	l.finish(t, "the gunicorn swap", 20)
+	l.Finish(t, "the gunicorn swap", 20)
 	if body, err := d.get(); err != nil || body != "gunicorn v2 two\n" {
 		t.Fatalf("v2: %q %v", body, err)
 	}

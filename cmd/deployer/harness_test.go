@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -103,6 +102,11 @@ const appConfig = `
 
 // defaultHealth is used unless extra sets health itself.
 const defaultHealth = "    health: {http: /healthz, min_uptime: 300ms, timeout: 30s}\n"
+
+// failingHealth is defaultHealth for tests in which a release fails the
+// health gate: the gate waits out the whole timeout before it rejects, and
+// 3s is still ample for a healthy hello, which answers within milliseconds.
+const failingHealth = "    health: {http: /healthz, min_uptime: 300ms, timeout: 3s}\n"
 
 // newDaemon writes a config for the app "hello" (extra is appended to its
 // settings) and starts the daemon.
@@ -194,6 +198,11 @@ func (d *daemon) stop() {
 			syscall.Kill(-pid, syscall.SIGKILL)
 			d.t.Errorf("worker %d outlived the daemon", pid)
 		}
+	}
+	// The keeper exits just after it answered the daemon's QUIT.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(processesUnder(d.dir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
 	if left := processesUnder(d.dir); len(left) > 0 {
 		for _, pid := range left {
@@ -372,18 +381,6 @@ func (r *appRepo) mustPush(d *daemon) string {
 	return out
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 type statusError struct{ code int }
 
 func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d", e.code) }
@@ -427,56 +424,5 @@ func (d *daemon) serves(id string) {
 		if err != nil || !strings.HasPrefix(body, "hello from "+id+" ") {
 			d.t.Fatalf("want %s serving, got %q %v", id, body, err)
 		}
-	}
-}
-
-// load is clients sending GET / in a loop on keep-alive connections until
-// stopped, counting what succeeded (2xx) and what failed.
-type load struct {
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	ok, fail atomic.Int64
-	mu       sync.Mutex
-	failures []string
-}
-
-func startLoad(addr string, clients int) *load {
-	l := &load{stop: make(chan struct{})}
-	for i := 0; i < clients; i++ {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				if _, err := getWith(c, "http://"+addr+"/"); err != nil {
-					l.fail.Add(1)
-					l.mu.Lock()
-					l.failures = append(l.failures, err.Error())
-					l.mu.Unlock()
-					continue
-				}
-				l.ok.Add(1)
-			}
-		}()
-	}
-	return l
-}
-
-// finish stops the clients and fails t if any request failed or too few ran.
-func (l *load) finish(t *testing.T, what string, atLeast int64) {
-	t.Helper()
-	close(l.stop)
-	l.wg.Wait()
-	t.Logf("requests during %s: %d ok, %d failed", what, l.ok.Load(), l.fail.Load())
-	if n := l.fail.Load(); n != 0 {
-		t.Fatalf("%d requests failed during %s, e.g. %v", n, what, l.failures[:min(5, len(l.failures))])
-	}
-	if l.ok.Load() < atLeast {
-		t.Fatalf("only %d requests ran during %s: the load proved nothing", l.ok.Load(), what)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 // withMain returns the example's main.go with old replaced by new.
@@ -44,7 +46,7 @@ func TestNotifyLateReadyIsNotPromotedEarly(t *testing.T) {
 	pushed := make(chan error, 1)
 	go func() { _, err := r.push(d.url(testToken)); pushed <- err }()
 	v2 := filepath.Join(d.dir, "data/apps/hello/releases/v2")
-	waitFor(t, 60*time.Second, "a v2 worker to run", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "a v2 worker to run", func() bool {
 		procs, _ := filepath.Glob("/proc/[0-9]*/cwd")
 		for _, p := range procs {
 			if cwd, _ := os.Readlink(p); cwd == v2 {
@@ -87,7 +89,7 @@ func TestWatchRollsBackAReleaseThatTurnsUnhealthy(t *testing.T) {
 	}
 	d.serves("v2")
 	os.WriteFile(filepath.Join(d.dir, "data/apps/hello/releases/v2/sick"), nil, 0o644)
-	waitFor(t, 30*time.Second, "the automatic rollback", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the automatic rollback", func() bool {
 		st := d.status()
 		return st.Live == "v1" && len(st.Workers) == 2 && st.Workers[0].Release == "v1" && st.Workers[1].Release == "v1"
 	})

@@ -8,16 +8,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 // TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch: with a deliberately slow
-// build, rollback serves v1 in less time than the build alone took, makes no
-// new release, and moves the branch back so that pushing v2 again redeploys it.
+// build of v2, rollback serves v1 in less time than that build alone took,
+// makes no new release, and moves the branch back so that pushing v2 again
+// redeploys it.
 func TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch(t *testing.T) {
 	d := newDaemon(t, "")
 	cfg, _ := os.ReadFile(d.config)
 	os.WriteFile(d.config, []byte(strings.Replace(string(cfg), `build: "go build -o bin/hello ."`,
-		`build: "go build -o bin/hello . && sleep 4"`, 1)), 0o644)
+		`build: "go build -o bin/hello . && if [ $DEPLOYER_RELEASE = v2 ]; then sleep 4; fi"`, 1)), 0o644)
 	d.stop()
 	d.start()
 	r := newAppRepo(t)
@@ -93,7 +96,7 @@ func TestRollbackIsFastNeedsNoRebuildAndMovesTheBranch(t *testing.T) {
 // is refused, v2 keeps serving and the branch stays.
 func TestRollbackToAReleaseThatIsNowUnhealthyIsRefused(t *testing.T) {
 	sick := filepath.Join(t.TempDir(), "sick")
-	d := newDaemon(t, "")
+	d := newDaemon(t, failingHealth)
 	r := newAppRepo(t)
 	main, _ := os.ReadFile(filepath.Join(r.dir, "main.go"))
 	fragile := strings.Replace(string(main), `fmt.Fprintln(w, "ok")`,
@@ -135,7 +138,7 @@ func TestScheduledCleanupPrunesWhileServingAndRollbackStillWorks(t *testing.T) {
 	}
 	r.commit("broken", map[string]string{"broken.go": "package main\nnope\n"})
 	r.push(d.url(testToken)) // v5 fails
-	waitFor(t, 30*time.Second, "the schedule to prune v1 and v2", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the schedule to prune v1 and v2", func() bool {
 		return d.release("v1")["status"] == "pruned" && d.release("v2")["status"] == "pruned"
 	})
 	for _, id := range []string{"v1", "v2"} {
@@ -183,11 +186,11 @@ func TestLogsShowWorkerOutputAndBuildLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	waitFor(t, 10*time.Second, "logs -f to print what was there", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "logs -f to print what was there", func() bool {
 		return strings.Contains(out.String(), "served /first")
 	})
 	http.Get("http://" + d.appAddr + "/followed")
-	waitFor(t, 10*time.Second, "the request to show in logs -f", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the request to show in logs -f", func() bool {
 		return strings.Contains(out.String(), "served /followed") && strings.Contains(out.String(), "[v1 w")
 	})
 	cmd.Process.Signal(os.Interrupt)

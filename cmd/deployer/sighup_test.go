@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 // appSection is a config section for another copy of the example app.
@@ -56,11 +58,11 @@ func TestSIGHUPAddsChangesAndRemovesAppsWhileTheOthersServe(t *testing.T) {
 	helloPIDs := d.workerPIDs()
 	betaBefore := appStatus(t, d, "beta")
 
-	l := startLoad(d.appAddr, 1)
+	l := testutil.StartLoad(t, "http://"+d.appAddr+"/", 1)
 
 	os.WriteFile(d.config, []byte(string(base)+appSection("beta", betaAddr, "hey")+appSection("delta", deltaAddr, "hi")), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 60*time.Second, "the config reload", func() bool { return strings.Contains(d.log.String(), "config reloaded") })
+	testutil.WaitFor(t, 60*time.Second, "the config reload", func() bool { return strings.Contains(d.log.String(), "config reloaded") })
 
 	if body, err := getFrom(betaAddr); err != nil || !strings.Contains(body, ": hey") {
 		t.Fatalf("beta after reload: %q %v", body, err)
@@ -82,14 +84,14 @@ func TestSIGHUPAddsChangesAndRemovesAppsWhileTheOthersServe(t *testing.T) {
 	// A bad config is rejected; nothing changes.
 	os.WriteFile(d.config, []byte(string(base)+"  Bad_Name:\n    listen: [\"x\"]\n"), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 30*time.Second, "the bad config to be rejected", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the bad config to be rejected", func() bool {
 		return strings.Contains(d.log.String(), "config reload rejected")
 	})
 	if body, err := getFrom(deltaAddr); err != nil || !strings.HasPrefix(body, "hello from v1") {
 		t.Fatalf("delta after a rejected reload: %q %v", body, err)
 	}
 
-	l.finish(t, "the config reloads (unchanged app)", 50)
+	l.Finish(t, "the config reloads (unchanged app)", 50)
 	if got := d.workerPIDs(); !slices.Equal(got, helloPIDs) {
 		t.Fatalf("the unchanged app's workers changed: %v -> %v", helloPIDs, got)
 	}
@@ -135,13 +137,13 @@ func TestRemovingAnAppMidDeployCancelsItAndFreesItsPort(t *testing.T) {
 	if out := <-pushed; !strings.Contains(out, "[remote rejected]") {
 		t.Fatalf("the removed app's deploy went on:\n%s", out)
 	}
-	waitFor(t, 30*time.Second, "the config reload", func() bool { return strings.Contains(d.log.String(), "config reloaded") })
+	testutil.WaitFor(t, 30*time.Second, "the config reload", func() bool { return strings.Contains(d.log.String(), "config reloaded") })
 	if c, err := net.DialTimeout("tcp", betaAddr, time.Second); err == nil {
 		c.Close()
 		t.Fatal("the removed app's port still accepts connections")
 	}
 	releases := filepath.Join(d.dir, "data/apps/beta/releases")
-	waitFor(t, 10*time.Second, "the removed app's processes to be gone", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the removed app's processes to be gone", func() bool {
 		procs, _ := filepath.Glob("/proc/[0-9]*/cwd")
 		for _, p := range procs {
 			if cwd, _ := os.Readlink(p); strings.HasPrefix(cwd, releases) {
