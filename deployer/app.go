@@ -19,9 +19,9 @@ import (
 
 // App is one configured application: its repository, releases, sockets and
 // pools. Its fields are set once, by openApp; what changes — the config, the
-// sockets, the live and draining pools, the running operation, the
-// health.watch — belongs to the app's loop (loop.go), which is the only
-// goroutine that writes it and publishes a snapshot for readers.
+// sockets, the live, green and draining pools, the running operation and
+// its queue, the health.watch — belongs to the app's loop (loop.go), which
+// is the only goroutine that writes it and publishes a snapshot for readers.
 type App struct {
 	name        string
 	dir         string

@@ -3,8 +3,9 @@
 //
 // An App owns its repository, its release store, its held sockets and its
 // pools. One goroutine per app, its loop, owns what changes: the config and
-// sockets, the live and draining pools, the running operation and its queue,
-// the health.watch. Every change of what is live — deploy, rollback, reload,
+// sockets, the live, green and draining pools (saved to workers.json at
+// every change, for the next daemon to adopt), the running operation and
+// its queue, the health.watch. Every change of what is live — deploy, rollback, reload,
 // config reload, the automatic rollback of health.watch, the start at daemon
 // start — and cleanup run as operations that take the app's turn one at a
 // time (the "deploy lock" users see); the loop runs each in a goroutine it
