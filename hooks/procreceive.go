@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
 )
 
@@ -44,7 +45,7 @@ func ProcReceive(ctx context.Context, in io.Reader, out, progress io.Writer, get
 	if ns, err := strconv.ParseInt(getenv(EnvReceiveStart), 10, 64); err == nil {
 		received = time.Since(time.Unix(0, ns))
 	}
-	client := deployer.NewClient(getenv(EnvSocket))
+	client := control.NewClient(getenv(EnvSocket))
 	branchRef := "refs/heads/" + getenv(EnvBranch)
 	var results []string
 	for _, line := range cmds {

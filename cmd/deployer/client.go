@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
 	"github.com/spf13/cobra"
@@ -37,7 +38,7 @@ func statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			all, err := deployer.NewClient(sock).Status(cmd.Context())
+			all, err := control.NewClient(sock).Status(cmd.Context())
 			if err != nil {
 				return err
 			}

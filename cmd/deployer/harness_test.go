@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
 )
@@ -155,7 +156,7 @@ func (d *daemon) start() {
 
 func (d *daemon) socket() string { return filepath.Join(d.dir, "data", "deployer.sock") }
 
-func (d *daemon) client() *deployer.Client { return deployer.NewClient(d.socket()) }
+func (d *daemon) client() *control.Client { return control.NewClient(d.socket()) }
 
 // stop sends SIGTERM, waits for a clean exit, and checks that no worker
 // outlived the daemon.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
 	"github.com/gliderlabs/ssh"
@@ -68,12 +69,12 @@ func serve(cfg *config.Config) error {
 		return err
 	}
 	sock := filepath.Join(cfg.DataDir, "deployer.sock")
-	ctl, err := deployer.ListenControl(sock)
+	ctl, err := control.ListenControl(sock)
 	if err != nil {
 		d.Shutdown(context.Background())
 		return err
 	}
-	ctlSrv := &http.Server{Handler: d.Handler()}
+	ctlSrv := &http.Server{Handler: control.NewMux(d)}
 	go ctlSrv.Serve(ctl)
 
 	var gitSrv *http.Server
