@@ -21,7 +21,7 @@ import (
 
 	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
-	"github.com/deployer/deployer/hooks"
+	"github.com/deployer/deployer/hooks/gitserver"
 )
 
 // The end-to-end tests run the real daemon binary, built with -race, and
@@ -110,7 +110,7 @@ func newDaemon(t *testing.T, extra string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), gitAddr: freeAddr(t), appAddr: freeAddr(t), log: &lockedBuffer{}}
 	tokens := filepath.Join(d.dir, "tokens")
-	if err := os.WriteFile(tokens, []byte(hooks.HashToken("alice", testToken)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokens, []byte(gitserver.HashToken("alice", testToken)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(extra, "health:") {

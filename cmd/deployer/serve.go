@@ -19,6 +19,7 @@ import (
 	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
+	"github.com/deployer/deployer/hooks/gitserver"
 	"github.com/gliderlabs/ssh"
 	"github.com/spf13/cobra"
 )
@@ -86,8 +87,8 @@ func serve(cfg *config.Config) error {
 			return fmt.Errorf("git.http_listen: %w", err)
 		}
 		gitSrv = &http.Server{
-			Handler: &hooks.HTTP{
-				Apps: d, Tokens: hooks.Tokens{File: cfg.Git.TokensFile}, Socket: sock, HookDir: hookDir,
+			Handler: &gitserver.HTTP{
+				Apps: d, Tokens: gitserver.Tokens{File: cfg.Git.TokensFile}, Socket: sock, HookDir: hookDir,
 				MaxPack: int64(cfg.Git.MaxPackSize), Log: log, AuthDelay: 300 * time.Millisecond,
 			},
 			ReadHeaderTimeout: 30 * time.Second,
@@ -116,7 +117,7 @@ func serve(cfg *config.Config) error {
 		if hostKey == "" {
 			hostKey = filepath.Join(cfg.DataDir, "ssh_host_ed25519_key")
 		}
-		srv, err := (&hooks.SSH{
+		srv, err := (&gitserver.SSH{
 			Apps: d, AuthorizedKeys: cfg.Git.AuthorizedKeys, Socket: sock, HookDir: hookDir,
 			MaxPack: int64(cfg.Git.MaxPackSize), Log: log, AuthDelay: 300 * time.Millisecond,
 		}).Server(hostKey)
