@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -62,4 +63,19 @@ func commandEnv(extra map[string]string) []string {
 		env = append(env, k+"="+v)
 	}
 	return env
+}
+
+// CommandEnv is the environment of a command the daemon runs on its own
+// behalf, such as git for a pusher: the daemon's, without its own variables
+// (as for a build) and without any whose name starts with one of drop.
+func CommandEnv(drop ...string) []string {
+	return slices.DeleteFunc(commandEnv(nil), func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		for _, p := range drop {
+			if strings.HasPrefix(k, p) {
+				return true
+			}
+		}
+		return false
+	})
 }

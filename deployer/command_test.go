@@ -51,3 +51,22 @@ func TestBuildEnvDropsDaemonVariables(t *testing.T) {
 		t.Fatalf("env:\n%s", env)
 	}
 }
+
+func TestCommandEnvDropsDaemonVariablesAndTheGivenPrefixes(t *testing.T) {
+	t.Setenv("DEPLOYER_SOCKET", "/run/x.sock")
+	t.Setenv("NOTIFY_SOCKET", "/run/notify")
+	t.Setenv("GIT_DIR", "/elsewhere")
+	t.Setenv("KEEP_ME", "1")
+	env := "\n" + strings.Join(CommandEnv("GIT_"), "\n") + "\n"
+	for _, gone := range []string{"DEPLOYER_SOCKET=", "NOTIFY_SOCKET=", "GIT_DIR="} {
+		if strings.Contains(env, "\n"+gone) {
+			t.Errorf("%s kept:%s", gone, env)
+		}
+	}
+	if !strings.Contains(env, "\nKEEP_ME=1\n") {
+		t.Errorf("KEEP_ME dropped:%s", env)
+	}
+	if env := strings.Join(CommandEnv(), "\n"); !strings.Contains(env, "GIT_DIR=/elsewhere") {
+		t.Errorf("GIT_DIR dropped without being asked:\n%s", env)
+	}
+}

@@ -22,11 +22,3 @@ var (
 	// ErrNothingToCancel means no deploy, rollback or reload is running.
 	ErrNothingToCancel = errors.New("nothing to cancel")
 )
-
-// Errors of the control socket's client.
-var (
-	// ErrDaemonDown means nothing listens on the control socket.
-	ErrDaemonDown = errors.New("the deployer daemon is not running")
-	// ErrStreamCut means the daemon's answer ended before a result.
-	ErrStreamCut = errors.New("the daemon's answer ended early")
-)

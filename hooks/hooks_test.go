@@ -1,70 +1,20 @@
 package hooks
 
 import (
+	"bufio"
 	"bytes"
-	"net"
-	"os"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/deployer/deployer/control"
+	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/internal/pktline"
 )
-
-func TestSplitPath(t *testing.T) {
-	cases := map[string][2]string{
-		"/hello.git/info/refs":         {"hello", "info/refs"},
-		"/hello/git-receive-pack":      {"hello", "git-receive-pack"},
-		"/hello.git/git-upload-pack":   {"hello", "git-upload-pack"},
-		"/a/b.git/info/refs":           {"", ""},
-		"/../hello.git/info/refs":      {"", ""},
-		"/hello.git/objects/info/x":    {"", ""},
-		"/.git/info/refs":              {"", ""},
-		"/hello.git/git-receive-pack/": {"", ""},
-	}
-	for in, want := range cases {
-		app, action, ok := splitPath(in)
-		if (want[0] == "") == ok || app != want[0] || action != want[1] {
-			t.Errorf("splitPath(%q) = %q, %q, %v; want %q, %q", in, app, action, ok, want[0], want[1])
-		}
-	}
-}
-
-func TestSSHCommandParsing(t *testing.T) {
-	cases := map[string]string{ // command -> repo path, "" if refused
-		"git-receive-pack '/hello.git'": "/hello.git",
-		"git-upload-pack 'hello.git'":   "hello.git",
-		"git receive-pack '/hello.git'": "/hello.git",
-		"git-receive-pack hello":        "hello",
-		"git-receive-pack 'a' ; id":     "",
-		"git-receive-pack 'a b'":        "",
-		"sh -c id":                      "",
-		"git-shell":                     "",
-	}
-	for in, want := range cases {
-		m := sshCommandRE.FindStringSubmatch(in)
-		got := ""
-		if m != nil {
-			got = m[2]
-		}
-		if got != want {
-			t.Errorf("%q: repo %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestTokens(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "tokens")
-	os.WriteFile(file, []byte("# team\n\n"+HashToken("alice", "a-token")+"\nmalformed line\n"+HashToken("bob", "b-token")+"\n"), 0o600)
-	tok := Tokens{File: file}
-	for token, want := range map[string]string{"a-token": "alice", "b-token": "bob", "": "", "c-token": "", "a-toke": ""} {
-		name, ok := tok.Check(token)
-		if name != want || ok != (want != "") {
-			t.Errorf("Check(%q) = %q, %v; want %q", token, name, ok, want)
-		}
-	}
-	if _, ok := (Tokens{}).Check("a-token"); ok {
-		t.Error("no tokens file accepted a token")
-	}
-}
 
 func TestPostReceiveNotesRefsThatAreNotDeployed(t *testing.T) {
 	in := strings.Join([]string{
@@ -83,25 +33,63 @@ func TestPostReceiveNotesRefsThatAreNotDeployed(t *testing.T) {
 	}
 }
 
-func TestAuthorizedKeysOptions(t *testing.T) {
-	peer := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5555}
-	cases := []struct {
-		options []string
-		ok      bool
-	}{
-		{nil, true},
-		{[]string{"no-pty", "no-port-forwarding", "restrict"}, true},
-		{[]string{`from="10.1.2.3"`}, true},
-		{[]string{`from="10.1.*"`}, true},
-		{[]string{`from="10.0.0.0/8,!10.1.2.3"`}, false},
-		{[]string{`from="10.0.0.0/8"`}, true},
-		{[]string{`from="192.168.1.1"`}, false},
-		{[]string{`command="/usr/bin/gitolite-shell alice"`}, false},
-		{[]string{`permitopen="host:80"`}, false},
+// TestProcReceiveRelaysTheDeployBranchAndAnswersEachRef runs the hook's
+// side of a push against a control socket whose daemon fails the deploy
+// with a two-line error: the pusher sees the progress, and git gets one ng
+// line for it and for every ref the hook refuses by itself.
+func TestProcReceiveRelaysTheDeployBranchAndAnswersEachRef(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	ln, err := control.ListenControl(sock)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range cases {
-		if err := allowedBy(c.options, peer); (err == nil) != c.ok {
-			t.Errorf("%v: err = %v, want ok=%v", c.options, err, c.ok)
+	var got deployer.Push
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/apps/{app}/push", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("app") != "hello" || !control.Decode(w, r, &got) {
+			http.NotFound(w, r)
+			return
 		}
+		control.Stream(w, func(out io.Writer) error {
+			io.WriteString(out, "-----> Building\n")
+			return fmt.Errorf("%w: deploy of abc1234\nheld too long", deployer.ErrLockTimeout)
+		})
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	rev := "1111111111111111111111111111111111111111"
+	var in bytes.Buffer
+	pktline.Write(&in, "version=1\x00atomic\n")
+	pktline.Flush(&in)
+	pktline.Write(&in, deployer.ZeroRev+" "+rev+" refs/heads/main\n")
+	pktline.Write(&in, deployer.ZeroRev+" "+rev+" refs/heads/other\n")
+	pktline.Write(&in, rev+" "+deployer.ZeroRev+" refs/heads/main\n")
+	pktline.Flush(&in)
+	env := map[string]string{EnvSocket: sock, EnvApp: "hello", EnvBranch: "main", EnvPusher: "alice"}
+	var out, progress bytes.Buffer
+	if err := ProcReceive(context.Background(), &in, &out, &progress, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(&out)
+	version, err := pktline.ReadSection(r)
+	if err != nil || strings.Join(version, "|") != "version=1" {
+		t.Fatalf("version section %q, %v", version, err)
+	}
+	results, err := pktline.ReadSection(r)
+	want := []string{
+		"ng refs/heads/main deploy failed: another deploy is in progress: deploy of abc1234 held too long",
+		"ng refs/heads/other only the deploy branch refs/heads/main is deployed",
+		"ng refs/heads/main deleting the deploy branch is not allowed",
+	}
+	if err != nil || strings.Join(results, "\n") != strings.Join(want, "\n") {
+		t.Errorf("results:\n%s\nwant:\n%s", strings.Join(results, "\n"), strings.Join(want, "\n"))
+	}
+	if got.New != rev || got.Pusher != "alice" || got.Ref != "refs/heads/main" {
+		t.Errorf("the daemon got %+v", got)
+	}
+	if progress.String() != "-----> Building\n" {
+		t.Errorf("progress %q", progress.String())
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/internal/pktline"
 )
 
 // Environment the daemon gives git receive-pack, and so the hook.
@@ -27,16 +29,16 @@ const (
 // getenv supplies the variables above.
 func ProcReceive(ctx context.Context, in io.Reader, out, progress io.Writer, getenv func(string) string) error {
 	r := bufio.NewReader(in)
-	if _, err := readSection(r); err != nil { // version=1\0features
+	if _, err := pktline.ReadSection(r); err != nil { // version=1\0features
 		return fmt.Errorf("proc-receive: %w", err)
 	}
-	if err := writePkt(out, "version=1\n"); err != nil {
+	if err := pktline.Write(out, "version=1\n"); err != nil {
 		return fmt.Errorf("proc-receive: %w", err)
 	}
-	if err := writeFlush(out); err != nil {
+	if err := pktline.Flush(out); err != nil {
 		return fmt.Errorf("proc-receive: %w", err)
 	}
-	cmds, err := readSection(r)
+	cmds, err := pktline.ReadSection(r)
 	if err != nil {
 		return fmt.Errorf("proc-receive: %w", err)
 	}
@@ -44,7 +46,7 @@ func ProcReceive(ctx context.Context, in io.Reader, out, progress io.Writer, get
 	if ns, err := strconv.ParseInt(getenv(EnvReceiveStart), 10, 64); err == nil {
 		received = time.Since(time.Unix(0, ns))
 	}
-	client := deployer.NewClient(getenv(EnvSocket))
+	client := control.NewClient(getenv(EnvSocket))
 	branchRef := "refs/heads/" + getenv(EnvBranch)
 	var results []string
 	for _, line := range cmds {
@@ -68,11 +70,11 @@ func ProcReceive(ctx context.Context, in io.Reader, out, progress io.Writer, get
 		}
 	}
 	for _, res := range results {
-		if err := writePkt(out, res+"\n"); err != nil {
+		if err := pktline.Write(out, res+"\n"); err != nil {
 			return fmt.Errorf("proc-receive: %w", err)
 		}
 	}
-	return writeFlush(out)
+	return pktline.Flush(out)
 }
 
 func oneLine(s string) string {

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
+	"github.com/deployer/deployer/hooks/gitserver"
 	"github.com/deployer/deployer/internal/buildinfo"
 	"github.com/deployer/deployer/internal/systemd"
 	"github.com/deployer/deployer/supervisor"
@@ -184,7 +186,7 @@ func (s *Server) controlListener(t *fds) (*net.UnixListener, error) {
 			ul.Close()
 		}
 	}
-	ln, err := deployer.ListenControl(s.socket())
+	ln, err := control.ListenControl(s.socket())
 	if err != nil {
 		return nil, err
 	}
@@ -250,8 +252,8 @@ func (s *Server) serve() error {
 	go s.ctl.Serve(s.ctlLn)
 	if s.gitLn != nil {
 		s.git = &http.Server{
-			Handler: &hooks.HTTP{
-				Apps: d, Tokens: hooks.Tokens{File: s.cfg.Git.TokensFile}, Socket: s.socket(), HookDir: s.hookDir(),
+			Handler: &gitserver.HTTP{
+				Apps: d, Tokens: gitserver.Tokens{File: s.cfg.Git.TokensFile}, Socket: s.socket(), HookDir: s.hookDir(),
 				MaxPack: int64(s.cfg.Git.MaxPackSize), Log: s.log, AuthDelay: 300 * time.Millisecond,
 			},
 			ReadHeaderTimeout: 30 * time.Second,
@@ -266,7 +268,7 @@ func (s *Server) serve() error {
 		if hostKey == "" {
 			hostKey = filepath.Join(s.cfg.DataDir, "ssh_host_ed25519_key")
 		}
-		srv, err := (&hooks.SSH{
+		srv, err := (&gitserver.SSH{
 			Apps: d, AuthorizedKeys: s.cfg.Git.AuthorizedKeys, Socket: s.socket(), HookDir: s.hookDir(),
 			MaxPack: int64(s.cfg.Git.MaxPackSize), Log: s.log, AuthDelay: 300 * time.Millisecond,
 		}).Server(hostKey)

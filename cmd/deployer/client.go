@@ -9,8 +9,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
+	"github.com/deployer/deployer/hooks/gitserver"
 	"github.com/spf13/cobra"
 )
 
@@ -37,7 +39,7 @@ func statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			all, err := deployer.NewClient(sock).Status(cmd.Context())
+			all, err := control.NewClient(sock).Status(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -101,7 +103,7 @@ func tokenCmd() *cobra.Command {
 		Short: "print the tokens_file line for a pusher NAME with TOKEN",
 		Args:  usage(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fmt.Fprintln(cmd.OutOrStdout(), hooks.HashToken(args[0], args[1]))
+			fmt.Fprintln(cmd.OutOrStdout(), gitserver.HashToken(args[0], args[1]))
 			return nil
 		},
 	}

@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
-	"github.com/deployer/deployer/hooks"
+	"github.com/deployer/deployer/hooks/gitserver"
 )
 
 // The end-to-end tests run the real daemon binary, built with -race, and
@@ -123,7 +124,7 @@ func writeDaemonConfig(t *testing.T, extra string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), gitAddr: freeAddr(t), appAddr: freeAddr(t), log: &lockedBuffer{}}
 	tokens := filepath.Join(d.dir, "tokens")
-	if err := os.WriteFile(tokens, []byte(hooks.HashToken("alice", testToken)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokens, []byte(gitserver.HashToken("alice", testToken)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(extra, "health:") {
@@ -170,7 +171,7 @@ func (d *daemon) start() {
 
 func (d *daemon) socket() string { return filepath.Join(d.dir, "data", "deployer.sock") }
 
-func (d *daemon) client() *deployer.Client { return deployer.NewClient(d.socket()) }
+func (d *daemon) client() *control.Client { return control.NewClient(d.socket()) }
 
 // stop sends SIGTERM, waits for a clean exit, and checks that no worker
 // outlived the daemon. After an upgrade the daemon is another process: the

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/control"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
@@ -27,12 +27,12 @@ func who() string {
 	return fmt.Sprintf("uid %d", os.Getuid())
 }
 
-func client(cmd *cobra.Command) (*deployer.Client, error) {
+func client(cmd *cobra.Command) (*control.Client, error) {
 	sock, err := socketPath(cmd)
 	if err != nil {
 		return nil, err
 	}
-	return deployer.NewClient(sock), nil
+	return control.NewClient(sock), nil
 }
 
 func rollbackCmd() *cobra.Command {

@@ -6,10 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/internal/buildinfo"
 	"github.com/spf13/cobra"
 )
@@ -18,7 +17,7 @@ import (
 // the daemon answers, the daemon's (null otherwise).
 type versionOutput struct {
 	Client buildinfo.Info        `json:"client"`
-	Daemon *deployer.VersionInfo `json:"daemon"`
+	Daemon *control.VersionInfo `json:"daemon"`
 }
 
 func versionCmd() *cobra.Command {
@@ -100,7 +99,7 @@ func upgradeCmd() *cobra.Command {
 
 // waitNewDaemon polls the control socket until a daemon other than old
 // answers: connections made meanwhile wait in the socket's queue.
-func waitNewDaemon(ctx context.Context, cl *deployer.Client, old int, cmd *cobra.Command) error {
+func waitNewDaemon(ctx context.Context, cl *control.Client, old int, cmd *cobra.Command) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var last error
@@ -110,7 +109,7 @@ func waitNewDaemon(ctx context.Context, cl *deployer.Client, old int, cmd *cobra
 			fmt.Fprintf(cmd.OutOrStdout(), "deployer upgraded: daemon %s, pid %d\n", v.Version, v.PID)
 			return nil
 		}
-		if err != nil && !errors.Is(err, deployer.ErrDaemonDown) && !strings.Contains(err.Error(), "EOF") {
+		if err != nil && !errors.Is(err, control.ErrDaemonDown) {
 			last = err
 		}
 		select {

@@ -1,14 +1,14 @@
-package hooks
+package gitserver
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/hooks"
 )
 
 // gitSetup is what every transport passes to git.
@@ -35,28 +35,18 @@ func gitCommand(ctx context.Context, g gitSetup, app *deployer.App, svc, pusher,
 	full = append(full, args...)
 	full = append(full, app.Repo().Path())
 	cmd := exec.CommandContext(ctx, "git", full...)
-	cmd.Env = append(commandEnv(),
-		EnvSocket+"="+g.Socket,
-		EnvApp+"="+app.Name(),
-		EnvBranch+"="+app.Branch(),
-		EnvPusher+"="+pusher,
-		EnvReceiveStart+"="+strconv.FormatInt(time.Now().UnixNano(), 10),
+	// git gets none of the daemon's GIT_ variables: they could point it at
+	// another repository or change how it stores objects.
+	cmd.Env = append(deployer.CommandEnv("GIT_"),
+		hooks.EnvSocket+"="+g.Socket,
+		hooks.EnvApp+"="+app.Name(),
+		hooks.EnvBranch+"="+app.Branch(),
+		hooks.EnvPusher+"="+pusher,
+		hooks.EnvReceiveStart+"="+strconv.FormatInt(time.Now().UnixNano(), 10),
 	)
 	if protocol != "" {
 		cmd.Env = append(cmd.Env, "GIT_PROTOCOL="+protocol)
 	}
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
-}
-
-// commandEnv is the daemon's environment without deployer or git variables.
-func commandEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "DEPLOYER_") || strings.HasPrefix(kv, "GIT_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }

@@ -1,4 +1,4 @@
-package hooks
+package gitserver
 
 import (
 	"compress/gzip"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/internal/pktline"
 )
 
 // Apps finds the app a repository URL names.
@@ -104,8 +105,8 @@ func (h *HTTP) infoRefs(w http.ResponseWriter, r *http.Request, app *deployer.Ap
 	w.Header().Set("Content-Type", "application/x-"+svc+"-advertisement")
 	w.Header().Set("Cache-Control", "no-cache")
 	if !strings.Contains(r.Header.Get("Git-Protocol"), "version=2") {
-		writePkt(w, "# service="+svc+"\n")
-		writeFlush(w)
+		pktline.Write(w, "# service="+svc+"\n")
+		pktline.Flush(w)
 	}
 	w.Write(out)
 }
@@ -152,13 +153,3 @@ func (f *flushWriter) Write(b []byte) (int, error) {
 	}
 	return n, err
 }
-
-// Hooks are the git hooks the daemon installs, each the deployer binary itself.
-var Hooks = []string{"proc-receive", "post-receive"}
-
-// HookScript is the script of git hook name.
-func HookScript(exe, name string) string {
-	return "#!/bin/sh\nexec " + shellQuote(exe) + " hook " + name + "\n"
-}
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

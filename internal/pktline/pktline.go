@@ -1,4 +1,4 @@
-package hooks
+package pktline
 
 import (
 	"bufio"
@@ -8,11 +8,14 @@ import (
 	"strconv"
 )
 
-// errFlush marks a flush-pkt ("0000").
-var errFlush = errors.New("flush-pkt")
+// ErrFlush marks a flush-pkt ("0000").
+var ErrFlush = errors.New("flush-pkt")
 
-// readPkt reads one pkt-line; a flush-pkt returns errFlush.
-func readPkt(r *bufio.Reader) (string, error) {
+// maxLen is the longest pkt-line git sends or accepts, header included.
+const maxLen = 65520
+
+// Read reads one pkt-line; a flush-pkt returns ErrFlush.
+func Read(r *bufio.Reader) (string, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return "", fmt.Errorf("read pkt-line: %w", err)
@@ -22,7 +25,7 @@ func readPkt(r *bufio.Reader) (string, error) {
 		return "", fmt.Errorf("read pkt-line: bad length %q", hdr)
 	}
 	if n == 0 {
-		return "", errFlush
+		return "", ErrFlush
 	}
 	if n < 4 {
 		return "", fmt.Errorf("read pkt-line: bad length %d", n)
@@ -38,12 +41,12 @@ func readPkt(r *bufio.Reader) (string, error) {
 	return s, nil
 }
 
-// readSection reads pkt-lines up to a flush-pkt.
-func readSection(r *bufio.Reader) ([]string, error) {
+// ReadSection reads pkt-lines up to a flush-pkt.
+func ReadSection(r *bufio.Reader) ([]string, error) {
 	var out []string
 	for {
-		s, err := readPkt(r)
-		if errors.Is(err, errFlush) {
+		s, err := Read(r)
+		if errors.Is(err, ErrFlush) {
 			return out, nil
 		}
 		if err != nil {
@@ -53,12 +56,17 @@ func readSection(r *bufio.Reader) ([]string, error) {
 	}
 }
 
-func writePkt(w io.Writer, s string) error {
+// Write writes s as one pkt-line; s includes its newline, if any.
+func Write(w io.Writer, s string) error {
+	if len(s)+4 > maxLen {
+		return fmt.Errorf("write pkt-line: %d bytes, more than a pkt-line holds", len(s))
+	}
 	_, err := fmt.Fprintf(w, "%04x%s", len(s)+4, s)
 	return err
 }
 
-func writeFlush(w io.Writer) error {
+// Flush writes a flush-pkt.
+func Flush(w io.Writer) error {
 	_, err := io.WriteString(w, "0000")
 	return err
 }

@@ -1,0 +1,23 @@
+// Package gitserver is where pushes come in: git's smart-HTTP protocol and
+// git over SSH, for the repository of every configured app.
+//
+// git itself carries the wire: each request or SSH session runs
+// `git receive-pack` or `git upload-pack` on the app's repository (the HTTP
+// handler with --stateless-rpc), which handle thin packs, locking, fsync and
+// every protocol version. Both transports configure git the same way (the
+// deploy branch as a receive.procReceiveRefs ref, the hooks of package hooks
+// as core.hooksPath, receive.maxInputSize, fsckObjects) and give it the
+// environment the hooks read, so a push behaves the same on either.
+//
+// HTTP authenticates with a token, checked against a file of SHA-256
+// hashes that is re-read on every check (Tokens); SSH with a public key in an
+// OpenSSH authorized_keys file, whose from= option is honoured and whose
+// other options that would grant more are refused. SSH allows no shell,
+// pty, forwarding or command other than git-receive-pack and
+// git-upload-pack.
+//
+// Invariants: nothing is read or written before the pusher authenticated;
+// an unknown app is refused (a 404 over HTTP) and nothing is created for
+// it; git runs with none of the daemon's own or git's variables from the
+// daemon's environment.
+package gitserver
