@@ -16,7 +16,7 @@ import (
 // versionOutput is `deployer version --json`: the client's version and, if
 // the daemon answers, the daemon's (null otherwise).
 type versionOutput struct {
-	Client buildinfo.Info        `json:"client"`
+	Client buildinfo.Info       `json:"client"`
 	Daemon *control.VersionInfo `json:"daemon"`
 }
 
