@@ -61,6 +61,9 @@ func (j *job) deploy(p Push) error {
 	}
 	lt, err := j.goLive(rel, cutover{
 		ref: p.Ref, from: p.Old, to: p.New, previous: previous, retireAs: releases.Retired,
+		event: &releases.Event{Event: "deploy", Release: rel.ID, From: previous, By: p.Pusher,
+			Detail: fmt.Sprintf("%s %s", short(p.New), rel.Message)},
+		since: start,
 	})
 	if err != nil {
 		return j.failed(rel, lt.step, err)
@@ -74,10 +77,6 @@ func (j *job) deploy(p Push) error {
 		j.log.Warn("post_deploy hook failed", "release", rel.ID, "err", err)
 	}
 	j.startWatch(rel, previous)
-	if err := j.record(releases.Event{Event: "deploy", Release: rel.ID, From: previous, By: p.Pusher,
-		Detail: fmt.Sprintf("%s %s", short(p.New), rel.Message), Seconds: total.Seconds()}); err != nil {
-		j.pr.Info("%s is live, but the ledger could not record it: %v", rel.ID, err)
-	}
 	j.log.Info("deployed", "release", rel.ID, "revision", short(p.New), "by", p.Pusher, "seconds", total.Seconds())
 	return nil
 }

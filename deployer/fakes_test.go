@@ -230,10 +230,18 @@ type fakePool struct {
 	once     sync.Once
 	stopped  chan struct{}
 	detached atomic.Bool
+	onStop   func() // if set, runs as Stop begins: what the world looks like as the pool drains
 }
 
 func (p *fakePool) Release() string { return p.spec.Release }
-func (p *fakePool) Stop()           { p.once.Do(func() { close(p.stopped) }) }
+func (p *fakePool) Stop() {
+	p.once.Do(func() {
+		if p.onStop != nil {
+			p.onStop()
+		}
+		close(p.stopped)
+	})
+}
 func (p *fakePool) Detach()         { p.detached.Store(true) }
 
 func (p *fakePool) WaitUp(ctx context.Context, _ time.Duration) error {

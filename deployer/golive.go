@@ -14,6 +14,11 @@ type cutover struct {
 	from, to string          // compare-and-swap of ref
 	previous string          // the release live before, "" if none
 	retireAs releases.Status // what previous becomes: retired, or rolled-back
+	// event, if set, is the ledger line of the change, written as soon as
+	// rel is live: before blue drains, so a crash during the drain does not
+	// lose it. Its Seconds are counted from since.
+	event *releases.Event
+	since time.Time
 }
 
 // liveTimes are the durations of the steps of goLive, and the step it failed at.
@@ -60,7 +65,9 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 		return lt, err
 	}
 	// The new state is on disk before the drain, which may take drain_timeout.
-	j.retire(j.swap(green))
+	blue := j.swap(green)
+	j.recordLive(rel, c)
+	j.retire(blue)
 	lt.swap = time.Since(t)
 	lt.step = ""
 	if c.previous == rel.ID {
@@ -145,4 +152,16 @@ func (j *job) probeName() string {
 		s = "READY=1, then " + s
 	}
 	return s
+}
+
+// recordLive writes the ledger line of a change that just went live.
+func (j *job) recordLive(rel *releases.Release, c cutover) {
+	if c.event == nil {
+		return
+	}
+	e := *c.event
+	e.Seconds = time.Since(c.since).Seconds()
+	if err := j.record(e); err != nil {
+		j.pr.Info("%s is live, but the ledger could not record it: %v", rel.ID, err)
+	}
 }

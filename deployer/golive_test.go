@@ -157,3 +157,28 @@ func TestGoLiveSwapsGreenInAndDrainsBlue(t *testing.T) {
 	}
 	contains(t, "output", out.String(), "Cut-over: v2 is live, v1 retired")
 }
+
+// TestTheLedgerRecordsTheChangeBeforeBlueDrains: the deploy, rollback or
+// reload line is in history.jsonl by the time blue starts draining, so a
+// crash during the drain (up to drain_timeout) does not lose it.
+func TestTheLedgerRecordsTheChangeBeforeBlueDrains(t *testing.T) {
+	ta := newTestApp(t, testConfig())
+	blue := ta.withLive()
+	var atDrain *releases.Event
+	blue.onStop = func() { atDrain = ta.store.LastEvent("reload") }
+	rel := ta.addRelease("c1", releases.Live)
+	err := ta.inTurn(nil, func(j *job) error {
+		_, err := j.goLive(rel, cutover{previous: rel.ID,
+			event: &releases.Event{Event: "reload", Release: rel.ID, By: "test"}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !blue.isStopped() {
+		t.Fatal("blue was not retired")
+	}
+	if atDrain == nil || atDrain.Release != rel.ID || atDrain.By != "test" {
+		t.Fatalf("when blue began to drain, the ledger's last reload was %+v", atDrain)
+	}
+}

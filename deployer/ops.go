@@ -37,6 +37,7 @@ func (j *job) rollback(to, by, why string) error {
 	j.pr.Step("Rolling back %s from %s to %s (%s: %s), no rebuild", j.cfg.Name, live, target.ID, short(target.Revision), target.Message)
 	times, err := j.goLive(target, cutover{
 		ref: ref, from: from, to: target.Revision, previous: live, retireAs: releases.RolledBack,
+		event: &releases.Event{Event: "rollback", Release: target.ID, From: live, By: by, Detail: why}, since: start,
 	})
 	if err != nil {
 		reason := fmt.Sprintf("rollback to %s refused at %s: %v", target.ID, times.step, err)
@@ -47,9 +48,6 @@ func (j *job) rollback(to, by, why string) error {
 	}
 	took := time.Since(start)
 	j.pr.Step("Rolled back to %s in %s; %s now names %s", target.ID, secs(took), j.cfg.Branch, short(target.Revision))
-	if err := j.record(releases.Event{Event: "rollback", Release: target.ID, From: live, By: by, Seconds: took.Seconds(), Detail: why}); err != nil {
-		j.pr.Info("%s is live, but the ledger could not record it: %v", target.ID, err)
-	}
 	j.log.Info("rolled back", "release", target.ID, "from", live, "by", by, "seconds", took.Seconds())
 	return nil
 }
@@ -111,7 +109,8 @@ func (j *job) reload(by string) error {
 	}
 	j.applyConfig(rel)
 	j.pr.Step("Reloading %s: fresh workers of %s", j.cfg.Name, live)
-	times, err := j.goLive(rel, cutover{previous: live})
+	times, err := j.goLive(rel, cutover{previous: live,
+		event: &releases.Event{Event: "reload", Release: live, By: by}, since: start})
 	if err != nil {
 		reason := fmt.Sprintf("reload of %s failed at %s: %v", live, times.step, err)
 		j.pr.Step("%s; the old workers keep serving", reason)
@@ -119,7 +118,6 @@ func (j *job) reload(by string) error {
 		return fmt.Errorf("%s: %w", times.step, err)
 	}
 	took := time.Since(start)
-	j.record(releases.Event{Event: "reload", Release: live, By: by, Seconds: took.Seconds()})
 	j.log.Info("reloaded", "release", live, "by", by, "seconds", took.Seconds())
 	return nil
 }
