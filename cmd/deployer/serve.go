@@ -25,7 +25,7 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return serve(cfg)
+			return runServer(cfg)
 		},
 	}
 }
@@ -37,10 +37,10 @@ func newLogger(cfg *config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, nil))
 }
 
-// serve runs the daemon until SIGTERM/SIGINT (graceful: workers drain) or
+// runServer runs the daemon (package server) until SIGTERM/SIGINT (graceful: workers drain) or
 // a handover to an upgraded daemon. SIGUSR2 reloads every app, SIGHUP
 // re-reads the config. A second SIGTERM or SIGINT forces the exit.
-func serve(cfg *config.Config) error {
+func runServer(cfg *config.Config) error {
 	log := newLogger(cfg)
 	srv, err := server.New(cfg, log)
 	if err != nil {
