@@ -103,7 +103,7 @@ type Group struct {
 
 // New makes the group name (a relative path; its parents are made too).
 func (t *Tree) New(name string) (*Group, error) {
-	dir := filepath.Join(t.dir, filepath.Clean("/" + name))
+	dir := filepath.Join(t.dir, filepath.Clean("/"+name))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", name, err)
 	}

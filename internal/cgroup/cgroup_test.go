@@ -86,4 +86,3 @@ func alive(pid int) bool {
 	}
 	return false
 }
-
