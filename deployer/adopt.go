@@ -106,6 +106,8 @@ func (a *App) loadWorkers() []poolRecord {
 // process in its tree.
 func (j *job) adopt(current string) pool {
 	var adopted pool
+	inUse := map[string]bool{}
+	defer func() { j.sweepGroups(inUse) }()
 	for _, rec := range j.loadWorkers() {
 		rel, err := j.store.Get(rec.Release)
 		if err != nil {
@@ -114,6 +116,9 @@ func (j *job) adopt(current string) pool {
 		p, err := j.starter.AdoptPool(j.poolSpec(rel), rec.Workers, j.output)
 		if err != nil {
 			continue
+		}
+		for _, w := range p.Records() {
+			inUse[w.Cgroup] = true
 		}
 		if adopted == nil && rec.Release == current && rec.Role != roleDraining {
 			adopted = p
@@ -177,4 +182,30 @@ func (d *Daemon) Unquiesce() {
 	d.mu.Lock()
 	d.closed = false
 	d.mu.Unlock()
+}
+
+// sweepGroups kills and removes every cgroup of the app that a previous
+// daemon left and nothing adopted: a build or hook it was running, a
+// preflight instance, a worker it did not record, and whatever they forked,
+// wherever they moved to (their cwd or process group does not matter).
+func (j *job) sweepGroups(inUse map[string]bool) {
+	tree := j.opts.Cgroups
+	if tree == nil {
+		return
+	}
+	for _, name := range tree.List(j.cfg.Name) {
+		if inUse[name] {
+			continue
+		}
+		g, err := tree.Get(name)
+		if err != nil {
+			continue
+		}
+		populated := g.Populated()
+		if err := g.Remove(); err != nil {
+			j.log.Error("remove a cgroup a previous daemon left", "cgroup", name, "err", err)
+		} else if populated {
+			j.log.Warn("killed what a previous daemon left running", "cgroup", name)
+		}
+	}
 }

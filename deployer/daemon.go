@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/internal/cgroup"
 	"github.com/deployer/deployer/releases"
 	"github.com/deployer/deployer/supervisor"
 	"github.com/robfig/cron/v3"
@@ -54,6 +55,9 @@ type Options struct {
 	// Output is the kept output pipe of worker pid of app, left by a
 	// previous daemon, or nil.
 	Output func(app string, pid int) *os.File
+	// Cgroups, if set, gives every build, hook, preflight instance and
+	// worker a cgroup of its own; nil: process groups only.
+	Cgroups *cgroup.Tree
 }
 
 func (o Options) socket(app string, i int, addr string) (*supervisor.Socket, error) {

@@ -104,7 +104,7 @@ func (j *job) build(rel *releases.Release, commit Commit, previous string) (bt b
 	}
 	if j.cfg.Build != "" {
 		j.pr.Step("Building: %s", j.cfg.Build)
-		if err := runShell(j.ctx, dir, j.cfg.Build, env, j.pr.indented(), j.cfg.BuildTimeout); err != nil {
+		if err := j.shell(j.ctx, "build", dir, j.cfg.Build, env); err != nil {
 			return bt, "build", fmt.Errorf("%w: %w", ErrBuild, err)
 		}
 	}

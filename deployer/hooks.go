@@ -21,7 +21,7 @@ func (j *job) hook(ctx context.Context, name, command, dir string, env []string)
 	}
 	t := time.Now()
 	j.pr.Step("Running %s hook: %s", name, command)
-	if err := runShell(ctx, dir, command, env, j.pr.indented(), j.cfg.BuildTimeout); err != nil {
+	if err := j.shell(ctx, name, dir, command, env); err != nil {
 		return fmt.Errorf("%s hook: %w", name, err)
 	}
 	j.pr.Step("%s hook done (%s)", name, secs(time.Since(t)))

@@ -104,7 +104,7 @@ func (j *job) poolSpec(rel *releases.Release) supervisor.PoolSpec {
 		Dir: j.store.Dir(rel.ID), Start: rel.Start, Workers: rel.Workers, Env: rel.Env,
 		Sockets: j.sockets, MinUptime: j.cfg.Health.MinUptime,
 		StopSignal: j.cfg.Signal(), DrainTimeout: j.cfg.DrainTimeout,
-		Log: j.workerLog, Keeper: j.keeper, OnChange: j.saveWorkers,
+		Log: j.workerLog, Keeper: j.keeper, OnChange: j.saveWorkers, Cgroups: j.opts.Cgroups,
 	}
 	if j.cfg.Health.Notify {
 		spec.Notify = j.notify

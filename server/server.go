@@ -20,6 +20,7 @@ import (
 	"github.com/deployer/deployer/hooks"
 	"github.com/deployer/deployer/hooks/gitserver"
 	"github.com/deployer/deployer/internal/buildinfo"
+	"github.com/deployer/deployer/internal/cgroup"
 	"github.com/deployer/deployer/internal/systemd"
 	"github.com/deployer/deployer/supervisor"
 	"github.com/gliderlabs/ssh"
@@ -48,6 +49,7 @@ type Server struct {
 	sshLn net.Listener
 
 	notify  *supervisor.Notifier
+	cgroups *cgroup.Tree  // nil: process groups only
 	done    chan struct{} // closed when Serve must return
 	once    sync.Once
 	upgrade sync.Mutex // one upgrade at a time
@@ -67,6 +69,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, exe: exe, started: time.Now(), done: make(chan struct{})}
 	if err := s.installHooks(); err != nil {
 		return nil, err
+	}
+	if s.cgroups, err = cgroup.Open(cfg.DataDir); err != nil {
+		log.Warn("builds, hooks and workers run in process groups only: a process that leaves its group can outlive them", "err", err)
+	} else {
+		log.Info("builds, hooks and workers each run in a cgroup of their own", "cgroup", s.cgroups.Dir())
 	}
 	if err := s.open(); err != nil {
 		return nil, err
@@ -136,7 +143,7 @@ func (s *Server) open() (err error) {
 		closers = append(closers, func() { sshLn.Close() })
 	}
 	d, err := deployer.New(s.cfg, s.log, deployer.Options{
-		Socket: t.appSocket, Notify: notify, Keeper: keeperOf(t), Output: t.output,
+		Socket: t.appSocket, Notify: notify, Keeper: keeperOf(t), Output: t.output, Cgroups: s.cgroups,
 	})
 	if err != nil {
 		return err
@@ -388,6 +395,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		os.Remove(s.socket())
 	}
 	os.Remove(s.pidFile())
+	if s.cgroups != nil {
+		s.cgroups.Prune()
+	}
 	s.log.Info("stopped")
 	s.once.Do(func() { close(s.done) })
 	return err

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/deployer/deployer/internal/cgroup"
 )
 
 // PoolSpec describes the workers of one release.
@@ -35,6 +37,9 @@ type PoolSpec struct {
 	// Keeper, if set, holds a copy of each live worker's output pipe, so a
 	// worker can go on writing after the daemon died.
 	Keeper FDKeeper
+	// Cgroups, if set, is where each worker process gets a cgroup of its
+	// own, killed whole when the worker stops; nil: process groups only.
+	Cgroups *cgroup.Tree
 	// OnChange, if set, is called (from the worker's goroutine) whenever a
 	// worker's process changes: started, restarted, exited. The caller saves
 	// Records then, for the next daemon to adopt.
@@ -103,7 +108,7 @@ func AdoptPool(spec PoolSpec, recs []WorkerRecord, out func(pid int) *os.File) (
 	}
 	var live []found
 	for _, rec := range recs {
-		proc, err := adoptProcess(rec)
+		proc, err := adoptProcess(rec, spec.Cgroups)
 		if err != nil {
 			continue
 		}
@@ -182,6 +187,7 @@ func (p *Pool) workerSpec(i int, sockets []*Socket, restart bool) workerSpec {
 		log:          s.Log,
 		notify:       s.Notify,
 		keeper:       s.Keeper,
+		cgroups:      s.Cgroups,
 		onChange:     s.OnChange,
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/deployer/deployer/internal/cgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,6 +20,7 @@ type process struct {
 	out     *os.File        // our read end of its output pipe; nil if it has none
 	copied  <-chan struct{} // closed when the copier has stopped reading out
 	outName string          // the keeper's entry for the other copy of out
+	cgroup  *cgroup.Group   // its own cgroup; nil where cgroups are not used
 	kill    func()          // SIGKILL to the process itself, even if it left its group
 	release func()          // stop watching it (detach); nil if there is nothing to let go
 }
@@ -29,7 +31,8 @@ type WorkerRecord struct {
 	PID      int    `json:"pid"`
 	Started  uint64 `json:"start_ticks"` // /proc/PID/stat starttime: tells a recycled pid apart
 	Restarts int    `json:"restarts"`
-	Since    string `json:"since"` // RFC 3339, when the process started
+	Since    string `json:"since"`            // RFC 3339, when the process started
+	Cgroup   string `json:"cgroup,omitempty"` // its group in the daemon's cgroup tree
 }
 
 // startTicks reads a process's start time (clock ticks since boot) from
@@ -56,7 +59,7 @@ func startTicks(pid int) (uint64, error) {
 // names that very process: same start time, so a recycled pid is never
 // adopted. Its exit is watched through a pidfd, which works for a process
 // that is not our child.
-func adoptProcess(rec WorkerRecord) (*process, error) {
+func adoptProcess(rec WorkerRecord, tree *cgroup.Tree) (*process, error) {
 	pidfd, err := unix.PidfdOpen(rec.PID, unix.PIDFD_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("adopt pid %d: %w", rec.PID, err)
@@ -87,8 +90,12 @@ func adoptProcess(rec WorkerRecord) (*process, error) {
 		}
 		exit <- reap(rec.PID)
 	}()
+	var g *cgroup.Group
+	if tree != nil && rec.Cgroup != "" {
+		g, _ = tree.Get(rec.Cgroup) // gone: the process group still reaches it
+	}
 	return &process{
-		pid: rec.PID, started: rec.Started, exit: exit,
+		pid: rec.PID, started: rec.Started, exit: exit, cgroup: g,
 		kill: func() {
 			_ = rc.Control(func(fd uintptr) { _ = unix.PidfdSendSignal(int(fd), unix.SIGKILL, nil, 0) })
 		},

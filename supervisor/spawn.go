@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"fmt"
+
+	"github.com/deployer/deployer/internal/cgroup"
 	"os"
 	"strconv"
 	"strings"
@@ -23,6 +25,8 @@ type procSpec struct {
 	// as long as the child lives (golang/go#27505). Live workers do not
 	// die with the daemon: the next one adopts them.
 	dieWithDaemon bool
+	// cgroup, if set, is the group the process starts in (CLONE_INTO_CGROUP).
+	cgroup *cgroup.Group
 }
 
 // spawn starts a process in its own process group with exactly stdin
@@ -49,6 +53,9 @@ func spawn(p procSpec) (int, error) {
 	sys := &syscall.SysProcAttr{Setpgid: true}
 	if p.dieWithDaemon {
 		sys.Pdeathsig = syscall.SIGKILL
+	}
+	if p.cgroup != nil {
+		sys.UseCgroupFD, sys.CgroupFD = true, p.cgroup.FD()
 	}
 	pid, err := syscall.ForkExec(p.argv[0], p.argv, &syscall.ProcAttr{
 		Dir:   p.dir,

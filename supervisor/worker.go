@@ -8,8 +8,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/deployer/deployer/internal/cgroup"
 )
 
 // WorkerState is what a worker is doing.
@@ -44,11 +47,12 @@ type workerSpec struct {
 	minUptime    time.Duration
 	stopSignal   syscall.Signal
 	drainTimeout time.Duration
-	restart      bool      // restart on crash once up; false for preflight
-	log          io.Writer // prefixed output goes here
-	notify       *Notifier // if set, a worker is up only after READY=1
-	keeper       FDKeeper  // holds a copy of each output pipe; nil: none
-	onChange     func()    // called when the worker's process changes
+	restart      bool         // restart on crash once up; false for preflight
+	log          io.Writer    // prefixed output goes here
+	notify       *Notifier    // if set, a worker is up only after READY=1
+	keeper       FDKeeper     // holds a copy of each output pipe; nil: none
+	cgroups      *cgroup.Tree // a cgroup per process; nil: process groups only
+	onChange     func()       // called when the worker's process changes
 }
 
 // worker runs one process and, if spec.restart, restarts it with backoff.
@@ -65,6 +69,7 @@ type worker struct {
 	mu     sync.Mutex
 	status WorkerStatus
 	ticks  uint64 // start time of the current process, for WorkerRecord
+	group  string // the current process's cgroup, for WorkerRecord
 	note   string // the last STATUS= the worker sent
 	err    error  // why the worker stopped on its own
 	tail   *tailBuffer
@@ -81,7 +86,7 @@ func newWorker(spec workerSpec, adopted *process, rec WorkerRecord) *worker {
 	}
 	w.status = WorkerStatus{Index: spec.index, Release: spec.release, State: Starting, Restarts: rec.Restarts}
 	if adopted != nil {
-		w.ticks = adopted.started
+		w.ticks, w.group = adopted.started, rec.Cgroup
 		w.status.PID, w.status.State, w.status.Started = adopted.pid, Running, time.Now()
 	}
 	go w.run(adopted)
@@ -104,7 +109,7 @@ func (w *worker) record() (WorkerRecord, bool) {
 		return WorkerRecord{}, false
 	}
 	return WorkerRecord{Index: s.Index, PID: s.PID, Started: w.ticks, Restarts: s.Restarts,
-		Since: s.Started.UTC().Format(time.RFC3339Nano)}, true
+		Since: s.Started.UTC().Format(time.RFC3339Nano), Cgroup: w.group}, true
 }
 
 func (w *worker) set(f func(*WorkerStatus)) {
@@ -287,7 +292,10 @@ func (w *worker) adopted(proc *process) {
 // (detach) the keeper keeps it for the next daemon.
 func (w *worker) letGo(proc *process, gone bool) {
 	if gone {
+		w.removeGroup(proc)
 		waitOutput(proc.copied)
+	} else if proc.cgroup != nil {
+		proc.cgroup.Close() // the group stays, for the next daemon
 	}
 	if proc.out != nil {
 		proc.out.Close()
@@ -297,6 +305,17 @@ func (w *worker) letGo(proc *process, gone bool) {
 	}
 	if gone && w.spec.keeper != nil && proc.outName != "" {
 		w.spec.keeper.Del(proc.outName)
+	}
+}
+
+// removeGroup kills whatever is left in the process's cgroup (a child that
+// left its process group) and removes the group.
+func (w *worker) removeGroup(proc *process) {
+	if proc.cgroup == nil {
+		return
+	}
+	if err := proc.cgroup.Remove(); err != nil {
+		fmt.Fprintf(w.spec.log, "[%s w%d] %v\n", w.spec.release, w.spec.index, err)
 	}
 }
 
@@ -341,6 +360,7 @@ func (w *worker) startOnce() (*process, error) {
 		return nil, fmt.Errorf("worker %d: %w", w.spec.index, err)
 	}
 	growPipe(r)
+	g := w.newGroup()
 	pid, err := spawn(procSpec{
 		dir:           w.spec.dir,
 		argv:          []string{"/bin/sh", "-c", workerScript(w.spec.start)},
@@ -348,10 +368,14 @@ func (w *worker) startOnce() (*process, error) {
 		sockets:       w.spec.sockets,
 		out:           wr,
 		dieWithDaemon: !w.spec.restart,
+		cgroup:        g,
 	})
 	wr.Close()
 	if err != nil {
 		r.Close()
+		if g != nil {
+			_ = g.Remove()
+		}
 		return nil, fmt.Errorf("worker %d: %w", w.spec.index, err)
 	}
 	ticks, _ := startTicks(pid) // before Wait: the process exists, if only as a zombie
@@ -360,7 +384,7 @@ func (w *worker) startOnce() (*process, error) {
 		r.Close()
 		return nil, fmt.Errorf("worker %d: %w", w.spec.index, err)
 	}
-	proc := &process{pid: pid, started: ticks, out: r, kill: func() { _ = osProc.Kill() }}
+	proc := &process{pid: pid, started: ticks, out: r, cgroup: g, kill: func() { _ = osProc.Kill() }}
 	if w.spec.keeper != nil && w.spec.restart {
 		proc.outName = OutputName(w.spec.app, pid)
 		if err := putFile(w.spec.keeper, proc.outName, r); err != nil {
@@ -369,7 +393,10 @@ func (w *worker) startOnce() (*process, error) {
 		}
 	}
 	w.mu.Lock()
-	w.ticks = ticks
+	w.ticks, w.group = ticks, ""
+	if g != nil {
+		w.group = g.Name
+	}
 	w.status.PID, w.status.Started, w.status.State = pid, time.Now(), Starting
 	w.mu.Unlock()
 	w.copyOutput(proc)
@@ -384,6 +411,24 @@ func (w *worker) startOnce() (*process, error) {
 	}()
 	proc.exit = exited
 	return proc, nil
+}
+
+// groupSeq tells apart the cgroups of a worker's successive processes.
+var groupSeq atomic.Int64
+
+// newGroup makes the cgroup of the worker's next process, or returns nil
+// (process groups only) where cgroups are not used or cannot be made.
+func (w *worker) newGroup() *cgroup.Group {
+	if w.spec.cgroups == nil {
+		return nil
+	}
+	name := fmt.Sprintf("%s/%s-w%d-%d", w.spec.app, strings.ReplaceAll(w.spec.release, " ", "-"), w.spec.index, groupSeq.Add(1))
+	g, err := w.spec.cgroups.New(name)
+	if err != nil {
+		fmt.Fprintf(w.spec.log, "[%s w%d] no cgroup, process group only: %v\n", w.spec.release, w.spec.index, err)
+		return nil
+	}
+	return g
 }
 
 // copyOutput copies the process's output to the log, each line prefixed,
@@ -433,6 +478,9 @@ func (w *worker) drain(proc *process) bool {
 			w.spec.release, w.spec.index, w.spec.drainTimeout)
 		signalGroup(proc.pid, syscall.SIGKILL)
 		proc.kill() // in case it left its group
+		if proc.cgroup != nil {
+			_ = proc.cgroup.Kill()
+		}
 		<-proc.exit
 	}
 	signalGroup(proc.pid, syscall.SIGKILL)

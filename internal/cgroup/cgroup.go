@@ -205,3 +205,18 @@ func (g *Group) Close() {
 		g.fd = -1
 	}
 }
+
+// Prune removes the tree's empty groups, and the tree itself if nothing is
+// left in it: a daemon that stops for good leaves no trace.
+func (t *Tree) Prune() {
+	var dirs []string
+	_ = filepath.WalkDir(t.dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = unix.Rmdir(dirs[i]) // fails, as it should, where a process is left
+	}
+}
