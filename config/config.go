@@ -41,6 +41,10 @@ type Git struct {
 	// TLSCert and TLSKey, both set, serve git over HTTPS. Default "".
 	TLSCert string `mapstructure:"tls_cert" yaml:"tls_cert"`
 	TLSKey  string `mapstructure:"tls_key" yaml:"tls_key"`
+	// MaxReleaseSize bounds the checked-out tree of one release, the sum of
+	// its files' sizes: a push whose tree is larger fails and nothing of it
+	// stays on disk. Default "2GiB".
+	MaxReleaseSize ByteSize `mapstructure:"max_release_size" yaml:"max_release_size"`
 }
 
 // App is one deployable application.
@@ -114,6 +118,8 @@ func Default() *Config {
 			HTTPListen:  "127.0.0.1:7007",
 			MaxPackSize: 1 << 30,
 			LockTimeout: 10 * time.Minute,
+
+			MaxReleaseSize: 2 << 30,
 		},
 		Apps: map[string]*App{},
 	}

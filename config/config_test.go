@@ -38,7 +38,7 @@ func TestLoadAppliesDefaultsAndKeepsEnvCase(t *testing.T) {
 	if a.Env["GREETING"] != "hi" || a.Env["lower"] != "x" {
 		t.Fatalf("env case lost: %v", a.Env)
 	}
-	if c.Git.HTTPListen != "127.0.0.1:7007" || c.Git.MaxPackSize != 1<<30 || !filepath.IsAbs(c.DataDir) {
+	if c.Git.HTTPListen != "127.0.0.1:7007" || c.Git.MaxPackSize != 1<<30 || c.Git.MaxReleaseSize != 2<<30 || !filepath.IsAbs(c.DataDir) {
 		t.Fatalf("git defaults: %+v %s", c.Git, c.DataDir)
 	}
 }
@@ -87,6 +87,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"bad listen", "apps:\n  a:\n    listen: [\"8080\"]\n", "apps.a.listen[0]"},
 		{"bad signal", goodApp + "    stop_signal: STOP\n", "apps.hello.stop_signal"},
 		{"bad size", "git: {max_pack_size: lots}\n", "git.max_pack_size"},
+		{"bad release size", "git: {max_release_size: huge}\n", "git.max_release_size"},
+		{"zero release size", "git: {max_release_size: 0}\n", "git.max_release_size: must be positive"},
 		{"zero workers", goodApp + "    workers: 0\n", "apps.hello.workers"},
 		{"health path", goodApp + "    health: {http: healthz}\n", "apps.hello.health.http"},
 		{"shared escapes", goodApp + "    shared: [\"../x\"]\n", "apps.hello.shared[0]"},

@@ -47,6 +47,9 @@ func (c *Config) Validate() error {
 	if c.Git.MaxPackSize <= 0 {
 		return fmt.Errorf("git.max_pack_size: must be positive")
 	}
+	if c.Git.MaxReleaseSize <= 0 {
+		return fmt.Errorf("git.max_release_size: must be positive")
+	}
 	if c.Git.LockTimeout <= 0 {
 		return fmt.Errorf("git.lock_timeout: must be positive")
 	}
