@@ -32,6 +32,7 @@ type App struct {
 	workerLog   io.WriteCloser
 	log         *slog.Logger
 	lockTimeout time.Duration
+	maxRelease  int64           // git.max_release_size: the bound of one checkout
 	waitReport  time.Duration   // how often a waiting client hears who holds the turn
 	watchEvery  time.Duration   // how often health.watch probes
 	work        context.Context // the daemon's: operations run on it, not on their client's
@@ -87,6 +88,7 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 		},
 		log:         log.With("app", cfg.Name),
 		lockTimeout: git.LockTimeout,
+		maxRelease:  int64(git.MaxReleaseSize),
 		waitReport:  10 * time.Second,
 		watchEvery:  time.Second,
 		work:        work,

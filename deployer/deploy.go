@@ -86,7 +86,7 @@ func (j *job) deploy(p Push) error {
 func (j *job) build(rel *releases.Release, commit Commit, previous string) (bt buildTimes, step string, err error) {
 	t := time.Now()
 	dir := j.store.Dir(rel.ID)
-	if err := j.repo.Checkout(commit.Tree, dir); err != nil {
+	if err := j.repo.Checkout(j.ctx, commit.Tree, dir, j.maxRelease); err != nil {
 		return bt, "checkout", err
 	}
 	bt.checkout = time.Since(t)

@@ -44,7 +44,7 @@ func (r *fakeRepo) Commit(rev string) (Commit, error) {
 	return c, nil
 }
 
-func (r *fakeRepo) Checkout(tree, dir string) error {
+func (r *fakeRepo) Checkout(_ context.Context, tree, dir string, _ int64) error {
 	return os.WriteFile(filepath.Join(dir, "tree"), []byte(tree), 0o644)
 }
 

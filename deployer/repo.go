@@ -9,8 +9,11 @@ import (
 	"strings"
 
 	"github.com/deployer/deployer/releases"
+	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
 // ZeroRev is git's all-zero object name: "no such ref".
@@ -37,8 +40,20 @@ func InitRepo(path, branch string) (*Repo, error) {
 // Path is the repository directory.
 func (r *Repo) Path() string { return r.path }
 
+// A pushed blob can be of any size and a pack compresses zeros a
+// thousandfold, so objects larger than largeObject are never read into
+// memory whole: go-git hands out a reader that inflates them from the pack
+// or loose file as it is read. The cache of decoded objects is kept small
+// for the same reason; it serves trees and small blobs.
+const (
+	largeObject = 512 << 10
+	objectCache = 8 * cache.MiByte
+)
+
 func (r *Repo) open() (*git.Repository, error) {
-	repo, err := git.PlainOpen(r.path)
+	st := filesystem.NewStorageWithOptions(osfs.New(r.path), cache.NewObjectLRU(objectCache),
+		filesystem.Options{LargeObjectThreshold: largeObject})
+	repo, err := git.Open(st, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open repo: %w", err)
 	}
@@ -66,13 +81,15 @@ func (r *Repo) Commit(rev string) (Commit, error) {
 	return Commit{Hash: c.Hash.String(), Tree: c.TreeHash.String(), Subject: subject}, nil
 }
 
-// Checkout writes the files of tree into dir (see releases.Checkout).
-func (r *Repo) Checkout(tree, dir string) error {
+// Checkout writes the files of tree into dir, streaming each blob, and
+// fails with releases.ErrTooLarge if they add up to more than limit bytes
+// (see releases.Checkout).
+func (r *Repo) Checkout(ctx context.Context, tree, dir string, limit int64) error {
 	repo, err := r.open()
 	if err != nil {
 		return err
 	}
-	return releases.Checkout(repo.Storer, plumbing.NewHash(tree), dir)
+	return releases.Checkout(ctx, repo.Storer, plumbing.NewHash(tree), dir, limit)
 }
 
 // ResolveRevision turns a branch, tag or (short) commit id into a commit id.

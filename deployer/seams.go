@@ -33,7 +33,7 @@ type store interface {
 // repository is an app's git repository.
 type repository interface {
 	Commit(rev string) (Commit, error)
-	Checkout(tree, dir string) error
+	Checkout(ctx context.Context, tree, dir string, limit int64) error
 	Resolve(ref string) (string, error)
 	ResolveRevision(rev string) (string, error)
 	UpdateRef(ctx context.Context, ref, rev, old, reason string) error

@@ -1,6 +1,7 @@
 package releases
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -87,7 +88,7 @@ func FuzzCheckoutStaysInsideTheRelease(f *testing.F) {
 		if err := os.MkdirAll(release, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		err := Checkout(b.st, root, release)
+		err := Checkout(context.Background(), b.st, root, release, 0)
 		if err != nil && !errors.Is(err, ErrUnsafePath) {
 			t.Fatalf("unexpected error kind: %v", err)
 		}

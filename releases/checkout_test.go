@@ -1,9 +1,12 @@
 package releases
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -52,7 +55,7 @@ func TestCheckoutKeepsModesAndSymlinks(t *testing.T) {
 		object.TreeEntry{Name: "link", Mode: filemode.Symlink, Hash: b.blob(t, "bin/run.sh")},
 	)
 	dir := t.TempDir()
-	if err := Checkout(b.st, root, dir); err != nil {
+	if err := Checkout(context.Background(), b.st, root, dir, 0); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "README")); string(got) != "hi\n" {
@@ -102,7 +105,7 @@ func TestCheckoutCannotWriteOutsideRelease(t *testing.T) {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			err := Checkout(b.st, h, dir)
+			err := Checkout(context.Background(), b.st, h, dir, 0)
 			if !errors.Is(err, ErrUnsafePath) {
 				t.Fatalf("err = %v, want ErrUnsafePath", err)
 			}
@@ -113,5 +116,63 @@ func TestCheckoutCannotWriteOutsideRelease(t *testing.T) {
 				t.Fatal("wrote into the releases directory")
 			}
 		})
+	}
+}
+
+// TestCheckoutRefusesATreeOverTheLimitBeforeWritingIt: the sizes add up
+// from the object headers, so nothing of an oversized tree reaches the disk.
+func TestCheckoutRefusesATreeOverTheLimitBeforeWritingIt(t *testing.T) {
+	b := treeBuilder{memory.NewStorage()}
+	sub := b.tree(t, object.TreeEntry{Name: "b", Mode: filemode.Regular, Hash: b.blob(t, strings.Repeat("x", 600))})
+	root := b.tree(t,
+		object.TreeEntry{Name: "a", Mode: filemode.Regular, Hash: b.blob(t, strings.Repeat("y", 500))},
+		object.TreeEntry{Name: "d", Mode: filemode.Dir, Hash: sub},
+	)
+	dir := t.TempDir()
+	err := Checkout(context.Background(), b.st, root, dir, 1000)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "release too large: 1.1 KiB > max_release_size 1000 B") {
+		t.Fatalf("err = %v, want ErrTooLarge", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("wrote %v", entries)
+	}
+	if err := Checkout(context.Background(), b.st, root, t.TempDir(), 1100); err != nil {
+		t.Fatalf("a tree of exactly the limit: %v", err)
+	}
+}
+
+// TestCheckoutRefusesATreeOfSharedSubtreesNamingMillionsOfFiles: a few
+// kilobytes of trees that reuse one subtree name more entries than
+// MaxEntries; the checkout counts them and refuses before writing.
+func TestCheckoutRefusesATreeOfSharedSubtreesNamingMillionsOfFiles(t *testing.T) {
+	b := treeBuilder{memory.NewStorage()}
+	empty := b.blob(t, "")
+	var leaves []object.TreeEntry
+	for i := range 1024 {
+		leaves = append(leaves, object.TreeEntry{Name: fmt.Sprintf("f%04d", i), Mode: filemode.Regular, Hash: empty})
+	}
+	sub := b.tree(t, leaves...)
+	var dirs []object.TreeEntry
+	for i := range 1024 {
+		dirs = append(dirs, object.TreeEntry{Name: fmt.Sprintf("d%04d", i), Mode: filemode.Dir, Hash: sub})
+	}
+	dir := t.TempDir()
+	err := Checkout(context.Background(), b.st, b.tree(t, dirs...), dir, 1<<30)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("err = %v, want ErrTooLarge", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("wrote %d entries", len(entries))
+	}
+}
+
+// TestCheckoutStopsWhenItsContextEnds.
+func TestCheckoutStopsWhenItsContextEnds(t *testing.T) {
+	b := treeBuilder{memory.NewStorage()}
+	root := b.tree(t, object.TreeEntry{Name: "a", Mode: filemode.Regular, Hash: b.blob(t, "a")})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Checkout(ctx, b.st, root, t.TempDir(), 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
