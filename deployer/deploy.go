@@ -147,9 +147,7 @@ func (j *job) failed(rel *releases.Release, step string, err error) error {
 	}
 	rel.Status = releases.Failed
 	rel.Reason = fmt.Sprintf("%s: %v", step, err)
-	if serr := j.save(rel); serr != nil {
-		j.pr.Info("%s could not be marked failed: %v", rel.ID, serr)
-	}
+	serr := j.save(rel)
 	j.pr.Step("Deploy of %s failed at %s: %v", rel.ID, step, err)
 	j.pr.Info("the live release is unchanged")
 	if dir := j.store.Dir(rel.ID); j.cfg.Hooks.OnFailure != "" {
@@ -161,6 +159,19 @@ func (j *job) failed(rel *releases.Release, step string, err error) error {
 				j.log.Warn("on_failure hook failed", "release", rel.ID, "err", herr)
 			}
 		}
+	}
+	// A failed tree is never run again, and it may be what filled the
+	// disk: it goes, and with the space back the failure can be recorded
+	// if that failed at first.
+	if rerr := j.store.RemoveTree(rel.ID); rerr != nil {
+		j.pr.Info("the tree of %s could not be removed: %v", rel.ID, rerr)
+		j.log.Warn("failed release: tree not removed", "release", rel.ID, "err", rerr)
+	}
+	if serr != nil {
+		serr = j.save(rel)
+	}
+	if serr != nil {
+		j.pr.Info("%s could not be marked failed: %v", rel.ID, serr)
 	}
 	j.record(releases.Event{Event: "failure", Release: rel.ID, By: rel.Pusher, Detail: rel.Reason})
 	j.log.Warn("deploy failed", "release", rel.ID, "step", step, "err", err)

@@ -157,6 +157,9 @@ func TestFailedBuildIsRecordedRunsOnFailureAndChangesNothing(t *testing.T) {
 	if step, _ := os.ReadFile(filepath.Join(ta.dir, "releases", "failed_step")); string(step) != "build\n" {
 		t.Fatalf("on_failure saw step %q", step)
 	}
+	if _, err := os.Stat(ta.store.Dir("v1")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the failed tree is still there: %v", err)
+	}
 	if _, err := ta.store.Current(); !errors.Is(err, releases.ErrNoCurrent) {
 		t.Fatalf("current: %v", err)
 	}
@@ -256,4 +259,59 @@ func TestDeployWhoseLedgerWriteFailsStaysLiveAndSaysSo(t *testing.T) {
 	}
 	contains(t, "output", out.String(), "v1 is live, but the ledger could not record it: injected failure")
 	contains(t, "log", ta.logs.String(), `level=ERROR msg="ledger: event not recorded" app=hello event=deploy release=v1`)
+}
+
+// TestFailedReleaseWhoseFirstSaveFailsIsRecordedOnceItsTreeIsGone: with the
+// disk full, marking the release failed fails until its tree is removed;
+// it is then saved, so it does not stay "building".
+func TestFailedReleaseWhoseFirstSaveFailsIsRecordedOnceItsTreeIsGone(t *testing.T) {
+	ta, w := newGitApp(t, func(cfg *testAppConfig) {
+		cfg.Start = "./run"
+		cfg.Build = "exit 1"
+	})
+	ta.store.fail(func(s *faultyStore) {
+		s.saveErr = func(r *releases.Release) error {
+			if _, err := os.Stat(s.Dir(r.ID)); r.Status == releases.Failed && err == nil {
+				return errors.New("no space left on device")
+			}
+			return nil
+		}
+	})
+	rev := w.commit("broken", map[string]string{"a": "a"})
+	var out syncBuf
+	if err := ta.push(w, rev, &out); !errors.Is(err, ErrBuild) {
+		t.Fatalf("err %v", err)
+	}
+	if ta.status("v1") != releases.Failed {
+		t.Fatalf("v1 is %s", ta.status("v1"))
+	}
+	if strings.Contains(out.String(), "could not be marked failed") {
+		t.Fatalf("output: %s", out.String())
+	}
+}
+
+// TestDeployOverMaxReleaseSizeFailsAndTheNextPushDeploys: the tree's size
+// is checked before it is written; the release fails with the reason, no
+// tree stays, and a smaller push goes live after it.
+func TestDeployOverMaxReleaseSizeFailsAndTheNextPushDeploys(t *testing.T) {
+	ta, w := newGitApp(t, func(cfg *testAppConfig) { cfg.Start = "./run" })
+	ta.maxRelease = 1 << 20
+	big := w.commit("big", map[string]string{"big": strings.Repeat("0", 2<<20)})
+	err := ta.push(w, big, nil)
+	if !errors.Is(err, releases.ErrTooLarge) || !strings.Contains(err.Error(), "checkout: checkout: release too large: 2.0 MiB > max_release_size 1.0 MiB") {
+		t.Fatalf("err %v", err)
+	}
+	if _, err := os.Stat(ta.store.Dir("v1")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the tree of v1 is still there: %v", err)
+	}
+	if rel, _ := ta.store.Get("v1"); rel.Status != releases.Failed || !strings.Contains(rel.Reason, "release too large") {
+		t.Fatalf("v1: %+v", rel)
+	}
+	small := w.commit("small", map[string]string{"big": "0"})
+	if err := ta.push(w, small, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ta.current() != "v2" {
+		t.Fatalf("current %q", ta.current())
+	}
 }

@@ -24,6 +24,7 @@ type store interface {
 	SetCurrent(id string) error
 	ClearCurrent() error
 	Prune(r *releases.Release) (int64, error)
+	RemoveTree(id string) error
 	Dir(id string) string
 	BuildLog(id string) string
 	Record(e releases.Event) error

@@ -107,3 +107,15 @@ func (s *Store) Prune(r *Release) (int64, error) {
 	r.Status = Pruned
 	return freed, s.Save(r)
 }
+
+// RemoveTree removes the checked-out tree of release id, keeping its
+// metadata and build log: what a failed release leaves.
+func (s *Store) RemoveTree(id string) error {
+	if _, ok := ParseID(id); !ok {
+		return fmt.Errorf("remove %q: %w", id, ErrNotFound)
+	}
+	if err := os.RemoveAll(s.Dir(id)); err != nil {
+		return fmt.Errorf("remove %s: %w", id, err)
+	}
+	return nil
+}
