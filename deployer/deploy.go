@@ -91,7 +91,7 @@ func (j *job) build(rel *releases.Release, commit Commit, previous string) (bt b
 	}
 	bt.checkout = time.Since(t)
 	j.pr.Step("Checked out %s into releases/%s (%s)", short(rel.Revision), rel.ID, secs(bt.checkout))
-	if rel.Start, err = j.startCommand(dir); err != nil {
+	if rel.Start, err = j.startCommand(commit.Tree); err != nil {
 		return bt, "start", err
 	}
 	if err := j.linkShared(dir); err != nil {

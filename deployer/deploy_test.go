@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/deployer/deployer/config"
 	"github.com/deployer/deployer/releases"
@@ -313,5 +315,34 @@ func TestDeployOverMaxReleaseSizeFailsAndTheNextPushDeploys(t *testing.T) {
 	}
 	if ta.current() != "v2" {
 		t.Fatalf("current %q", ta.current())
+	}
+}
+
+// TestProcfileIsReadFromTheCommitAndASymlinkIsRefused: a Procfile committed
+// as a symlink to /proc/self/fd/0 (or a FIFO) is refused at once with the
+// reason, instead of the daemon blocking on reading it.
+func TestProcfileIsReadFromTheCommitAndASymlinkIsRefused(t *testing.T) {
+	ta, w := newGitApp(t, nil)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"/proc/self/fd/0", fifo} {
+		os.Remove(filepath.Join(w.dir, "Procfile"))
+		if err := os.Symlink(target, filepath.Join(w.dir, "Procfile")); err != nil {
+			t.Fatal(err)
+		}
+		rev := w.commit("procfile link", map[string]string{"a": target})
+		done := make(chan error, 1)
+		go func() { done <- ta.push(w, rev, nil) }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrNoStart) || !errors.Is(err, ErrNotAFile) ||
+				!strings.Contains(err.Error(), "start: no start command: Procfile: not a regular file: it is a symlink") {
+				t.Fatalf("%s: err %v", target, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: the deploy blocked on the Procfile", target)
+		}
 	}
 }

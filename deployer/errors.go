@@ -11,6 +11,9 @@ var (
 	ErrBuild = errors.New("build failed")
 	// ErrNoStart means neither start nor a Procfile web: line was found.
 	ErrNoStart = errors.New("no start command")
+	// ErrNotAFile means a path the daemon reads from a commit is a
+	// symlink, directory or submodule there, not a regular file.
+	ErrNotAFile = errors.New("not a regular file")
 	// ErrRefMoved means the deploy branch changed under the deploy.
 	ErrRefMoved = errors.New("deploy branch moved")
 	// ErrClosed means the daemon is shutting down.

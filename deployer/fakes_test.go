@@ -48,6 +48,10 @@ func (r *fakeRepo) Checkout(_ context.Context, tree, dir string, _ int64) error 
 	return os.WriteFile(filepath.Join(dir, "tree"), []byte(tree), 0o644)
 }
 
+func (r *fakeRepo) File(_, name string, _ int64) ([]byte, error) {
+	return nil, fmt.Errorf("read %s: %w", name, os.ErrNotExist)
+}
+
 func (r *fakeRepo) Resolve(ref string) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

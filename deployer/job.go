@@ -1,11 +1,10 @@
 package deployer
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
 	"strings"
 
 	"github.com/deployer/deployer/config"
@@ -79,19 +78,28 @@ func (j *job) branchHead() (ref, rev string) {
 	return ref, head(j.repo, ref)
 }
 
-// startCommand is the configured start, else the repo's Procfile web: line.
-func (j *job) startCommand(dir string) (string, error) {
+// maxProcfile bounds the Procfile the daemon reads.
+const maxProcfile = 64 << 10
+
+// startCommand is the configured start, else the web: line of the Procfile
+// in tree, read from the commit and never from the checkout (see Repo.File).
+func (j *job) startCommand(tree string) (string, error) {
 	if j.cfg.Start != "" {
 		return j.cfg.Start, nil
 	}
-	f, err := os.Open(filepath.Join(dir, "Procfile"))
-	if err != nil {
+	b, err := j.repo.File(tree, "Procfile", maxProcfile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("%w: set apps.%s.start or add a Procfile with a web: line", ErrNoStart, j.cfg.Name)
+	case errors.Is(err, ErrNotAFile):
+		return "", fmt.Errorf("%w: %w; commit the Procfile itself, or set apps.%s.start", ErrNoStart, err, j.cfg.Name)
+	case errors.Is(err, releases.ErrTooLarge):
+		return "", fmt.Errorf("%w: %w", ErrNoStart, err)
+	case err != nil:
+		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if cmd, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "web:"); ok && strings.TrimSpace(cmd) != "" {
+	for line := range strings.Lines(string(b)) {
+		if cmd, ok := strings.CutPrefix(strings.TrimSpace(line), "web:"); ok && strings.TrimSpace(cmd) != "" {
 			return strings.TrimSpace(cmd), nil
 		}
 	}

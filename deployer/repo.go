@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
@@ -90,6 +93,60 @@ func (r *Repo) Checkout(ctx context.Context, tree, dir string, limit int64) erro
 		return err
 	}
 	return releases.Checkout(ctx, repo.Storer, plumbing.NewHash(tree), dir, limit)
+}
+
+// File reads the regular file name (at the root of tree) from its blob,
+// never through a checkout: a pushed symlink to a FIFO or /proc/self/fd/0
+// cannot make the daemon block. A symlink, directory or submodule there
+// fails with ErrNotAFile, a blob of more than limit bytes with
+// releases.ErrTooLarge, no such name with fs.ErrNotExist.
+func (r *Repo) File(tree, name string, limit int64) ([]byte, error) {
+	repo, err := r.open()
+	if err != nil {
+		return nil, err
+	}
+	t, err := repo.TreeObject(plumbing.NewHash(tree))
+	if err != nil {
+		return nil, fmt.Errorf("read tree %s: %w", short(tree), err)
+	}
+	for _, e := range t.Entries {
+		if e.Name != name {
+			continue
+		}
+		if e.Mode != filemode.Regular && e.Mode != filemode.Executable {
+			return nil, fmt.Errorf("%s: %w: it is a %s", name, ErrNotAFile, modeName(e.Mode))
+		}
+		blob, err := repo.BlobObject(e.Hash)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		if blob.Size > limit {
+			return nil, fmt.Errorf("%s: %w: %d bytes > %d", name, releases.ErrTooLarge, blob.Size, limit)
+		}
+		rd, err := blob.Reader()
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		defer rd.Close()
+		b, err := io.ReadAll(io.LimitReader(rd, limit))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("read %s: %w", name, fs.ErrNotExist)
+}
+
+func modeName(m filemode.FileMode) string {
+	switch m {
+	case filemode.Symlink:
+		return "symlink"
+	case filemode.Dir:
+		return "directory"
+	case filemode.Submodule:
+		return "submodule"
+	}
+	return m.String()
 }
 
 // ResolveRevision turns a branch, tag or (short) commit id into a commit id.

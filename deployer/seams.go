@@ -35,6 +35,7 @@ type store interface {
 type repository interface {
 	Commit(rev string) (Commit, error)
 	Checkout(ctx context.Context, tree, dir string, limit int64) error
+	File(tree, name string, limit int64) ([]byte, error)
 	Resolve(ref string) (string, error)
 	ResolveRevision(rev string) (string, error)
 	UpdateRef(ctx context.Context, ref, rev, old, reason string) error
