@@ -72,6 +72,7 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 	if err != nil {
 		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
 	}
+	sweepQuarantines(repo, log.With("app", cfg.Name))
 	var sockets []*supervisor.Socket
 	for i, addr := range cfg.Listen {
 		s, err := opts.socket(cfg.Name, i, addr)
@@ -150,4 +151,16 @@ func orNone(id string) string {
 		return "none"
 	}
 	return id
+}
+
+// sweepQuarantines removes what pushes that died mid-stream left in repo,
+// and logs it.
+func sweepQuarantines(repo *Repo, log *slog.Logger) {
+	removed, err := repo.SweepQuarantines(StaleQuarantine)
+	if len(removed) > 0 {
+		log.Info("removed the quarantines of aborted pushes", "dirs", removed)
+	}
+	if err != nil {
+		log.Error("quarantine sweep", "err", err)
+	}
 }

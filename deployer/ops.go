@@ -186,6 +186,9 @@ func (j *job) cleanup(keep int, dryRun bool, by string) (*CleanupResult, error) 
 		}
 		res.Pruned = append(res.Pruned, r.ID)
 	}
+	if !dryRun && j.bare != nil {
+		sweepQuarantines(j.bare, j.log)
+	}
 	if !dryRun && len(res.Pruned) > 0 {
 		detail := fmt.Sprintf("pruned %s, freed %s", strings.Join(res.Pruned, " "), humanize.IBytes(uint64(res.Freed)))
 		if err := j.record(releases.Event{Event: "cleanup", By: by, Detail: detail}); err != nil {

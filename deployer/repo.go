@@ -3,12 +3,15 @@ package deployer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/deployer/deployer/releases"
 	"github.com/go-git/go-billy/v5/osfs"
@@ -212,6 +215,55 @@ func (r *Repo) IsAncestor(a, b string) (bool, error) {
 		return false, fmt.Errorf("read commit %s: %w", short(a), err)
 	}
 	return ca.IsAncestor(cb)
+}
+
+// StaleQuarantine is how long a push's quarantine may go unwritten before
+// a sweep takes it for the leftover of a receive-pack that died without
+// cleaning up (SIGKILL, a crash of the machine). A live push writes to it
+// continuously, and the transports time a stalled one out long before.
+const StaleQuarantine = 5 * time.Minute
+
+// SweepQuarantines removes the quarantine directories in which receive-pack
+// keeps a push's objects until it accepts them (objects/tmp_objdir-*) when
+// nothing was written to them for age. It returns the ones it removed.
+func (r *Repo) SweepQuarantines(age time.Duration) ([]string, error) {
+	var found []string
+	for _, pattern := range []string{"tmp_objdir-*", "incoming-*"} { // git ≥ 2.32, and before
+		m, err := filepath.Glob(filepath.Join(r.path, "objects", pattern))
+		if err != nil {
+			return nil, err
+		}
+		found = append(found, m...)
+	}
+	cutoff := time.Now().Add(-age)
+	var removed []string
+	var errs []error
+	for _, dir := range found {
+		if lastWrite(dir).After(cutoff) {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("sweep quarantine: %w", err))
+			continue
+		}
+		removed = append(removed, filepath.Base(dir))
+	}
+	return removed, errors.Join(errs...)
+}
+
+// lastWrite is the newest modification time of dir and what it holds.
+func lastWrite(dir string) time.Time {
+	var t time.Time
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.ModTime().After(t) {
+			t = info.ModTime()
+		}
+		return nil
+	})
+	return t
 }
 
 // branchRef is the full name of branch.

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/deployer/deployer/deployer"
@@ -47,6 +48,11 @@ func gitCommand(ctx context.Context, g gitSetup, app *deployer.App, svc, pusher,
 	if protocol != "" {
 		cmd.Env = append(cmd.Env, "GIT_PROTOCOL="+protocol)
 	}
+	// When the client goes away, git is asked to stop, not killed:
+	// receive-pack removes its quarantine (objects/tmp_objdir-incoming-*)
+	// on SIGTERM, and a SIGKILL would leave the half-received pack on disk
+	// for good. WaitDelay then bounds how long it may take.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
