@@ -221,7 +221,7 @@ func TestOversizedPackIsRefusedAndLeavesNothing(t *testing.T) {
 	if exec.Command("git", "--git-dir", repo, "cat-file", "-e", blob).Run() == nil {
 		t.Fatal("the oversized push left its objects")
 	}
-	if left, _ := filepath.Glob(filepath.Join(repo, "objects", "incoming-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(repo, "objects", "tmp_objdir-*")); len(left) > 0 {
 		t.Fatalf("quarantine left behind: %v", left)
 	}
 	d.serves("v1")

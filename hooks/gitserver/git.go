@@ -2,10 +2,10 @@ package gitserver
 
 import (
 	"context"
+	"io"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/deployer/deployer/deployer"
@@ -48,11 +48,34 @@ func gitCommand(ctx context.Context, g gitSetup, app *deployer.App, svc, pusher,
 	if protocol != "" {
 		cmd.Env = append(cmd.Env, "GIT_PROTOCOL="+protocol)
 	}
-	// When the client goes away, git is asked to stop, not killed:
-	// receive-pack removes its quarantine (objects/tmp_objdir-incoming-*)
-	// on SIGTERM, and a SIGKILL would leave the half-received pack on disk
-	// for good. WaitDelay then bounds how long it may take.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	// When the client goes away git is not signalled at once: its stdin
+	// (the request body, the SSH channel) ends, receive-pack fails to
+	// unpack and exits normally, and on that path only it removes its
+	// quarantine (objects/tmp_objdir-incoming-*); git ≥ 2.38 leaves it on
+	// any signal, SIGTERM included. WaitDelay bounds the wait: then git is
+	// killed, and the sweep (deployer.Repo.SweepQuarantines) takes what
+	// it left.
+	cmd.Cancel = func() error { return nil }
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
+}
+
+// drained passes git's output to w until w fails (the client went away),
+// then swallows the rest. git must never write into a closed pipe: it would
+// die of SIGPIPE, and a git that dies of a signal leaves its quarantine
+// behind. Drained, it reaches the end of its input and exits on its own.
+func drained(w io.Writer) io.Writer { return &drainWriter{w: w} }
+
+type drainWriter struct {
+	w    io.Writer
+	gone bool
+}
+
+func (d *drainWriter) Write(b []byte) (int, error) {
+	if !d.gone {
+		if _, err := d.w.Write(b); err != nil {
+			d.gone = true
+		}
+	}
+	return len(b), nil
 }

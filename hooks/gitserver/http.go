@@ -126,7 +126,7 @@ func (h *HTTP) rpc(w http.ResponseWriter, r *http.Request, app *deployer.App, sv
 	cmd.Stdin = body
 	w.Header().Set("Content-Type", "application/x-"+svc+"-result")
 	w.Header().Set("Cache-Control", "no-cache")
-	cmd.Stdout = &flushWriter{w: w, rc: http.NewResponseController(w)}
+	cmd.Stdout = drained(&flushWriter{w: w, rc: http.NewResponseController(w)})
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	start := time.Now()

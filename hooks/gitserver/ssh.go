@@ -199,7 +199,7 @@ func (s *SSH) handle(sess ssh.Session) {
 	}
 	cmd := gitCommand(sess.Context(), gitSetup{Socket: s.Socket, HookDir: s.HookDir, MaxPack: s.MaxPack},
 		app, svc, pusher, protocol)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = sess, sess, sess.Stderr()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = sess, drained(sess), drained(sess.Stderr())
 	start := time.Now()
 	err = cmd.Run()
 	var exit *exec.ExitError
