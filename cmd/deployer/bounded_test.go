@@ -207,9 +207,9 @@ func cutProxy(t *testing.T, addr string, limit int64) (string, *atomic.Bool) {
 }
 
 // TestAbortedPushLeavesNoQuarantine: an HTTP push reset after 4 MiB of a
-// 16 MiB pack leaves no objects/tmp_objdir-* behind (receive-pack is asked
-// to stop and removes its own), and one that an earlier crash left is swept
-// when the daemon starts.
+// 16 MiB pack leaves no objects/tmp_objdir-* behind (receive-pack sees its
+// input end, not a signal, and removes its own), and one that an earlier
+// crash left is swept when the daemon starts.
 func TestAbortedPushLeavesNoQuarantine(t *testing.T) {
 	d := newDaemon(t, "")
 	r := newAppRepo(t)
