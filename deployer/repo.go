@@ -95,7 +95,7 @@ func (r *Repo) Checkout(ctx context.Context, tree, dir string, limit int64) erro
 	if err != nil {
 		return err
 	}
-	return releases.Checkout(ctx, repo.Storer, plumbing.NewHash(tree), dir, limit)
+	return releases.Checkout(ctx, releases.StorerObjects(repo.Storer), plumbing.NewHash(tree), dir, limit)
 }
 
 // File reads the regular file name (at the root of tree) from its blob,

@@ -13,7 +13,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/storer"
 )
 
 // MaxEntries bounds the number of files, directories and links in one
@@ -31,10 +30,10 @@ const MaxEntries = 1 << 20
 // object headers before anything is written: more than limit bytes (limit
 // > 0), or more than MaxEntries entries, fails with ErrTooLarge. Each blob is
 // copied to its file as a stream, so memory does not grow with the size of a
-// file as long as objects reads large blobs lazily (see deployer's Repo). It
+// file as long as objects streams blobs (see Objects). It
 // stops when ctx ends. On an error dir holds part of the tree: the caller
 // removes it.
-func Checkout(ctx context.Context, objects storer.EncodedObjectStorer, tree plumbing.Hash, dir string, limit int64) error {
+func Checkout(ctx context.Context, objects Objects, tree plumbing.Hash, dir string, limit int64) error {
 	m := &measure{objects: objects, ctx: ctx}
 	if err := m.tree(tree, ""); err != nil {
 		return fmt.Errorf("checkout: %w", err)
@@ -58,7 +57,7 @@ func Checkout(ctx context.Context, objects storer.EncodedObjectStorer, tree plum
 // measure sums the sizes of a tree's blobs and counts its entries without
 // reading any blob.
 type measure struct {
-	objects storer.EncodedObjectStorer
+	objects Objects
 	ctx     context.Context
 	bytes   int64
 	entries int
@@ -68,7 +67,7 @@ func (m *measure) tree(h plumbing.Hash, prefix string) error {
 	if err := m.ctx.Err(); err != nil {
 		return err
 	}
-	t, err := object.GetTree(m.objects, h)
+	t, err := m.objects.Tree(h)
 	if err != nil {
 		return fmt.Errorf("read tree %s: %w", prefix, err)
 	}
@@ -84,7 +83,7 @@ func (m *measure) tree(h plumbing.Hash, prefix string) error {
 			}
 		case filemode.Submodule:
 		default:
-			size, err := m.objects.EncodedObjectSize(e.Hash)
+			size, err := m.objects.Size(e.Hash)
 			if err != nil {
 				return fmt.Errorf("read %s: %w", name, err)
 			}
@@ -97,7 +96,7 @@ func (m *measure) tree(h plumbing.Hash, prefix string) error {
 // writer writes a measured tree; left is what the measure allowed, so that
 // an object whose content outgrows its header cannot pass the limit either.
 type writer struct {
-	objects storer.EncodedObjectStorer
+	objects Objects
 	ctx     context.Context
 	root    *os.Root
 	left    int64
@@ -106,7 +105,7 @@ type writer struct {
 // tree walks the tree itself, rather than with go-git's walker, so that
 // every name is checked here and a bad one is reported as ErrUnsafePath.
 func (w *writer) tree(h plumbing.Hash, prefix string) error {
-	t, err := object.GetTree(w.objects, h)
+	t, err := w.objects.Tree(h)
 	if err != nil {
 		return fmt.Errorf("read tree %s: %w", prefix, err)
 	}
@@ -147,11 +146,7 @@ func checkPath(entry, name string) error {
 }
 
 func (w *writer) entry(name string, e object.TreeEntry) error {
-	blob, err := object.GetBlob(w.objects, e.Hash)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", name, err)
-	}
-	r, err := blob.Reader()
+	r, err := w.objects.Blob(e.Hash)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
 	}

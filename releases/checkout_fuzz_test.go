@@ -88,7 +88,7 @@ func FuzzCheckoutStaysInsideTheRelease(f *testing.F) {
 		if err := os.MkdirAll(release, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		err := Checkout(context.Background(), b.st, root, release, 0)
+		err := Checkout(context.Background(), StorerObjects(b.st), root, release, 0)
 		if err != nil && !errors.Is(err, ErrUnsafePath) {
 			t.Fatalf("unexpected error kind: %v", err)
 		}

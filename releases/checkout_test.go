@@ -55,7 +55,7 @@ func TestCheckoutKeepsModesAndSymlinks(t *testing.T) {
 		object.TreeEntry{Name: "link", Mode: filemode.Symlink, Hash: b.blob(t, "bin/run.sh")},
 	)
 	dir := t.TempDir()
-	if err := Checkout(context.Background(), b.st, root, dir, 0); err != nil {
+	if err := Checkout(context.Background(), StorerObjects(b.st), root, dir, 0); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "README")); string(got) != "hi\n" {
@@ -105,7 +105,7 @@ func TestCheckoutCannotWriteOutsideRelease(t *testing.T) {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			err := Checkout(context.Background(), b.st, h, dir, 0)
+			err := Checkout(context.Background(), StorerObjects(b.st), h, dir, 0)
 			if !errors.Is(err, ErrUnsafePath) {
 				t.Fatalf("err = %v, want ErrUnsafePath", err)
 			}
@@ -129,14 +129,14 @@ func TestCheckoutRefusesATreeOverTheLimitBeforeWritingIt(t *testing.T) {
 		object.TreeEntry{Name: "d", Mode: filemode.Dir, Hash: sub},
 	)
 	dir := t.TempDir()
-	err := Checkout(context.Background(), b.st, root, dir, 1000)
+	err := Checkout(context.Background(), StorerObjects(b.st), root, dir, 1000)
 	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "release too large: 1.1 KiB > max_release_size 1000 B") {
 		t.Fatalf("err = %v, want ErrTooLarge", err)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("wrote %v", entries)
 	}
-	if err := Checkout(context.Background(), b.st, root, t.TempDir(), 1100); err != nil {
+	if err := Checkout(context.Background(), StorerObjects(b.st), root, t.TempDir(), 1100); err != nil {
 		t.Fatalf("a tree of exactly the limit: %v", err)
 	}
 }
@@ -157,7 +157,7 @@ func TestCheckoutRefusesATreeOfSharedSubtreesNamingMillionsOfFiles(t *testing.T)
 		dirs = append(dirs, object.TreeEntry{Name: fmt.Sprintf("d%04d", i), Mode: filemode.Dir, Hash: sub})
 	}
 	dir := t.TempDir()
-	err := Checkout(context.Background(), b.st, b.tree(t, dirs...), dir, 1<<30)
+	err := Checkout(context.Background(), StorerObjects(b.st), b.tree(t, dirs...), dir, 1<<30)
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("err = %v, want ErrTooLarge", err)
 	}
@@ -172,7 +172,7 @@ func TestCheckoutStopsWhenItsContextEnds(t *testing.T) {
 	root := b.tree(t, object.TreeEntry{Name: "a", Mode: filemode.Regular, Hash: b.blob(t, "a")})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Checkout(ctx, b.st, root, t.TempDir(), 0); !errors.Is(err, context.Canceled) {
+	if err := Checkout(ctx, StorerObjects(b.st), root, t.TempDir(), 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
