@@ -46,11 +46,11 @@ func InitRepo(path, branch string) (*Repo, error) {
 // Path is the repository directory.
 func (r *Repo) Path() string { return r.path }
 
-// A pushed blob can be of any size and a pack compresses zeros a
-// thousandfold, so objects larger than largeObject are never read into
-// memory whole: go-git hands out a reader that inflates them from the pack
-// or loose file as it is read. The cache of decoded objects is kept small
-// for the same reason; it serves trees and small blobs.
+// go-git reads commits and refs; a checkout's trees and blobs come through
+// git cat-file (catFile). Should go-git meet a large object all the same,
+// objects larger than largeObject are not read into memory whole: go-git
+// hands out a reader that inflates them as it is read. The cache of
+// decoded objects is kept small for the same reason.
 const (
 	largeObject = 512 << 10
 	objectCache = 8 * cache.MiByte
@@ -87,15 +87,16 @@ func (r *Repo) Commit(rev string) (Commit, error) {
 	return Commit{Hash: c.Hash.String(), Tree: c.TreeHash.String(), Subject: subject}, nil
 }
 
-// Checkout writes the files of tree into dir, streaming each blob, and
-// fails with releases.ErrTooLarge if they add up to more than limit bytes
-// (see releases.Checkout).
+// Checkout writes the files of tree into dir, streaming each blob from git
+// (see catFile), and fails with releases.ErrTooLarge if they add up to more
+// than limit bytes (see releases.Checkout).
 func (r *Repo) Checkout(ctx context.Context, tree, dir string, limit int64) error {
-	repo, err := r.open()
+	objects, err := openCatFile(ctx, r.path)
 	if err != nil {
 		return err
 	}
-	return releases.Checkout(ctx, releases.StorerObjects(repo.Storer), plumbing.NewHash(tree), dir, limit)
+	defer objects.Close()
+	return releases.Checkout(ctx, objects, plumbing.NewHash(tree), dir, limit)
 }
 
 // File reads the regular file name (at the root of tree) from its blob,
@@ -104,11 +105,12 @@ func (r *Repo) Checkout(ctx context.Context, tree, dir string, limit int64) erro
 // fails with ErrNotAFile, a blob of more than limit bytes with
 // releases.ErrTooLarge, no such name with fs.ErrNotExist.
 func (r *Repo) File(tree, name string, limit int64) ([]byte, error) {
-	repo, err := r.open()
+	objects, err := openCatFile(context.Background(), r.path)
 	if err != nil {
 		return nil, err
 	}
-	t, err := repo.TreeObject(plumbing.NewHash(tree))
+	defer objects.Close()
+	t, err := objects.Tree(plumbing.NewHash(tree))
 	if err != nil {
 		return nil, fmt.Errorf("read tree %s: %w", short(tree), err)
 	}
@@ -119,19 +121,19 @@ func (r *Repo) File(tree, name string, limit int64) ([]byte, error) {
 		if e.Mode != filemode.Regular && e.Mode != filemode.Executable {
 			return nil, fmt.Errorf("%s: %w: it is a %s", name, ErrNotAFile, modeName(e.Mode))
 		}
-		blob, err := repo.BlobObject(e.Hash)
+		size, err := objects.Size(e.Hash)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", name, err)
 		}
-		if blob.Size > limit {
-			return nil, fmt.Errorf("%s: %w: %d bytes > %d", name, releases.ErrTooLarge, blob.Size, limit)
+		if size > limit {
+			return nil, fmt.Errorf("%s: %w: %d bytes > %d", name, releases.ErrTooLarge, size, limit)
 		}
-		rd, err := blob.Reader()
+		rd, err := objects.Blob(e.Hash)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", name, err)
 		}
 		defer rd.Close()
-		b, err := io.ReadAll(io.LimitReader(rd, limit))
+		b, err := io.ReadAll(rd)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", name, err)
 		}

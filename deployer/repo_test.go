@@ -1,10 +1,17 @@
 package deployer
 
 import (
+	"bytes"
+	"compress/zlib"
 	"context"
+	"crypto/sha1"
+	"encoding/binary"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -85,5 +92,97 @@ func TestSweepRemovesOnlyQuarantinesNothingWroteTo(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(objects, "tmp_objdir-*"))
 	if len(left) != 1 || filepath.Base(left[0]) != "tmp_objdir-incoming-live" {
 		t.Fatalf("left %v", left)
+	}
+}
+
+// packDeltaOnHugeBase writes a pack into w's bare repository holding a
+// 64 MiB blob of zeros and a 10-byte blob stored as a delta against it,
+// and returns a tree naming only the small one. No git client makes such a
+// pack; any pusher can.
+func packDeltaOnHugeBase(t *testing.T, w *gitWork) string {
+	t.Helper()
+	const baseSize = 64 << 20
+	header := func(typ byte, size int) []byte {
+		b := []byte{typ<<4 | byte(size&15)}
+		for size >>= 4; size > 0; size >>= 7 {
+			b[len(b)-1] |= 0x80
+			b = append(b, byte(size&0x7f))
+		}
+		return b
+	}
+	deflate := func(data []byte) []byte {
+		var buf bytes.Buffer
+		zw := zlib.NewWriter(&buf)
+		zw.Write(data)
+		zw.Close()
+		return buf.Bytes()
+	}
+	varint := func(n int) []byte {
+		var b []byte
+		for {
+			c := byte(n & 0x7f)
+			if n >>= 7; n > 0 {
+				b = append(b, c|0x80)
+				continue
+			}
+			return append(b, c)
+		}
+	}
+	var pack bytes.Buffer
+	pack.WriteString("PACK")
+	binary.Write(&pack, binary.BigEndian, uint32(2))
+	binary.Write(&pack, binary.BigEndian, uint32(2))
+	baseAt := pack.Len()
+	pack.Write(header(3, baseSize)) // blob
+	pack.Write(deflate(make([]byte, baseSize)))
+	// The delta: source and target sizes, then "copy 10 bytes from offset 0".
+	delta := append(append(varint(baseSize), varint(10)...), 0x80|0x10, 10)
+	deltaAt := pack.Len()
+	pack.Write(header(6, len(delta))) // ofs-delta
+	off := deltaAt - baseAt
+	enc := []byte{byte(off & 0x7f)}
+	for off >>= 7; off > 0; off >>= 7 {
+		off--
+		enc = append([]byte{0x80 | byte(off&0x7f)}, enc...)
+	}
+	pack.Write(enc)
+	pack.Write(deflate(delta))
+	sum := sha1.Sum(pack.Bytes())
+	pack.Write(sum[:])
+
+	cmd := exec.Command("git", "--git-dir="+w.bare.Path(), "index-pack", "--stdin")
+	cmd.Stdin = &pack
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("index-pack: %v\n%s", err, out)
+	}
+	small := sha1.Sum(append([]byte("blob 10\x00"), make([]byte, 10)...))
+	cmd = exec.Command("git", "--git-dir="+w.bare.Path(), "mktree")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("100644 blob %x\tsmall\n", small))
+	tree, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("mktree: %v", err)
+	}
+	return strings.TrimSpace(string(tree))
+}
+
+// TestCheckoutOfADeltaOnAHugeBaseStaysSmallInTheDaemon: a 10-byte blob
+// stored as a delta against 64 MiB of zeros is resolved by git, not in the
+// daemon's memory (go-git would read the whole base to apply the delta).
+func TestCheckoutOfADeltaOnAHugeBaseStaysSmallInTheDaemon(t *testing.T) {
+	w := newGitWork(t)
+	tree := packDeltaOnHugeBase(t, w)
+	dir := t.TempDir()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if err := w.bare.Checkout(context.Background(), tree, dir, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if b, err := os.ReadFile(filepath.Join(dir, "small")); err != nil || !bytes.Equal(b, make([]byte, 10)) {
+		t.Fatalf("small: %q %v", b, err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
+		t.Fatalf("the checkout of a 10-byte blob allocated %d MiB", alloc>>20)
 	}
 }
