@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -222,18 +223,7 @@ func TestAbortedPushLeavesNoQuarantine(t *testing.T) {
 	if err == nil || !cut.Load() {
 		t.Fatalf("the push was not cut (err %v):\n%s", err, out)
 	}
-	objects := filepath.Join(d.dir, "data/apps/hello/repo.git/objects")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		left, _ := filepath.Glob(filepath.Join(objects, "tmp_objdir-*"))
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("quarantine left 20s after the cut push: %v\ndaemon log:\n%s", left, d.log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	objects := waitNoQuarantine(t, d)
 	d.serves("v1")
 
 	// What a receive-pack killed outright leaves, long ago: the next start sweeps it.
@@ -254,6 +244,45 @@ func TestAbortedPushLeavesNoQuarantine(t *testing.T) {
 		t.Fatalf("push after the cut one: %v\n%s", err, out)
 	}
 	d.serves("v2")
+}
+
+// waitNoQuarantine waits, up to a bound, until the app's repository holds
+// no quarantine, and returns its objects directory.
+func waitNoQuarantine(t *testing.T, d *daemon) string {
+	t.Helper()
+	objects := filepath.Join(d.dir, "data/apps/hello/repo.git/objects")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		left, _ := filepath.Glob(filepath.Join(objects, "tmp_objdir-*"))
+		if len(left) == 0 {
+			return objects
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("quarantine left 20s after the cut push: %v\ndaemon log:\n%s", left, d.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestAbortedSSHPushLeavesNoQuarantine: the same cut over SSH, the
+// connection reset as when the client is killed with -9.
+func TestAbortedSSHPushLeavesNoQuarantine(t *testing.T) {
+	d := newDaemon(t, "")
+	addr, bob, _ := sshSetup(t, d)
+	r := newAppRepo(t)
+	r.mustPush(d)
+	noise := make([]byte, 16<<20)
+	rand.Read(noise)
+	r.commit("incompressible", map[string]string{"noise.bin": string(noise)})
+	proxy, cut := cutProxy(t, addr, 4<<20)
+	cmd := exec.Command("git", "push", sshURL(proxy), "main")
+	cmd.Dir = r.dir
+	cmd.Env = append(os.Environ(), "GIT_SSH_COMMAND="+bob)
+	if out, err := cmd.CombinedOutput(); err == nil || !cut.Load() {
+		t.Fatalf("the push was not cut (err %v):\n%s", err, out)
+	}
+	waitNoQuarantine(t, d)
+	d.serves("v1")
 }
 
 // TestProcfileSymlinkFailsFastAndTheDaemonStillStops: a Procfile committed
