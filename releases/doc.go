@@ -16,5 +16,8 @@
 //     new version, never a torn one;
 //   - Checkout writes only inside the release directory: every path is
 //     checked and every write goes through an os.Root, so neither a ".."
-//     component nor a symlink in the tree can redirect a write outside it.
+//     component nor a symlink in the tree can redirect a write outside it;
+//   - Checkout's cost is bounded before it writes: the tree's blob sizes,
+//     read from the object headers, must fit the limit (git.max_release_size)
+//     and its entries MaxEntries; blobs are then streamed, never held whole.
 package releases

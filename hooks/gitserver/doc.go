@@ -19,5 +19,7 @@
 // Invariants: nothing is read or written before the pusher authenticated;
 // an unknown app is refused (a 404 over HTTP) and nothing is created for
 // it; git runs with none of the daemon's own or git's variables from the
-// daemon's environment.
+// daemon's environment; a client that goes away ends git's input and its
+// output is drained, so git is never killed by a signal it could not clean
+// up after (its quarantine of received objects) before WaitDelay.
 package gitserver
