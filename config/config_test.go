@@ -134,3 +134,48 @@ func TestRelativePathsAreRelativeToTheConfigFile(t *testing.T) {
 		t.Fatalf("data_dir %s, tokens_file %s", c.DataDir, c.Git.TokensFile)
 	}
 }
+
+func TestMissingOrUnreadableCredentialsFileIsAnErrorNamingTheKey(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "creds")
+	if err := os.WriteFile(file, []byte("alice:00\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unreadable := filepath.Join(dir, "unreadable")
+	if err := os.WriteFile(unreadable, []byte("alice:00\n"), 0o000); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	cases := []struct {
+		name, tokens, keys, want string // want "" = accepted
+		needsNonRoot                    bool
+	}{
+		{name: "neither set"},
+		{name: "both readable", tokens: file, keys: file},
+		{name: "an empty file is readable", tokens: empty, keys: empty},
+		{name: "missing tokens_file", tokens: missing, want: "git.tokens_file: open " + missing + ": no such file or directory"},
+		{name: "missing authorized_keys", tokens: file, keys: missing, want: "git.authorized_keys: open " + missing + ": no such file or directory"},
+		{name: "tokens_file is a directory", tokens: dir, want: "git.tokens_file: read " + dir + ": is a directory"},
+		{name: "unreadable authorized_keys", keys: unreadable, want: "git.authorized_keys: open " + unreadable + ": permission denied", needsNonRoot: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.needsNonRoot && os.Geteuid() == 0 {
+				t.Skip("root reads a file of mode 0000")
+			}
+			c := Default()
+			c.Git.TokensFile, c.Git.AuthorizedKeys = tc.tokens, tc.keys
+			err := c.CheckCredentials()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want):
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -80,6 +83,41 @@ func (c *Config) Validate() error {
 		if err := c.Apps[name].validate("apps."+name, claim); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// CheckCredentials checks that the credentials files the config names,
+// git.tokens_file and git.authorized_keys, can be read. A daemon that
+// started without them would refuse every push, so serve (at start and on
+// SIGHUP) and check stop on it, naming the key. An empty setting is no
+// error: the daemon then refuses every push of that transport, and says so.
+// Validate does not call it: the client commands, which read the config
+// only for data_dir, run as users who may not read these files.
+func (c *Config) CheckCredentials() error {
+	for _, f := range []struct{ key, path string }{
+		{"git.tokens_file", c.Git.TokensFile},
+		{"git.authorized_keys", c.Git.AuthorizedKeys},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if err := readable(f.path); err != nil {
+			return fmt.Errorf("%s: %w", f.key, err)
+		}
+	}
+	return nil
+}
+
+// readable opens p and reads from it, as the daemon will on every push.
+func readable(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Read(make([]byte, 1)); err != nil && !errors.Is(err, io.EOF) {
+		return err // a directory, or an I/O error
 	}
 	return nil
 }
