@@ -152,7 +152,7 @@ func TestMissingOrUnreadableCredentialsFileIsAnErrorNamingTheKey(t *testing.T) {
 	missing := filepath.Join(dir, "missing")
 	cases := []struct {
 		name, tokens, keys, want string // want "" = accepted
-		needsNonRoot                    bool
+		needsNonRoot             bool
 	}{
 		{name: "neither set"},
 		{name: "both readable", tokens: file, keys: file},
