@@ -92,6 +92,9 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"shared escapes", goodApp + "    shared: [\"../x\"]\n", "apps.hello.shared[0]"},
 		{"bad branch", goodApp + "    branch: \"a..b\"\n", "apps.hello.branch"},
 		{"bad yaml", "apps: [\n", "config "},
+		{"empty pusher", goodApp + "    pushers: [alice, \"\"]\n", `apps.hello.pushers[1]: "" is not a pusher`},
+		{"padded pusher", goodApp + "    pushers: [\" alice\"]\n", `apps.hello.pushers[0]: " alice" is not a pusher`},
+		{"pushers not a list", goodApp + "    pushers: {alice: true}\n", "apps.hello.pushers"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,6 +109,30 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 				t.Fatalf("error is not one line: %q", err)
 			}
 		})
+	}
+}
+
+func TestPushersAreAListOfNamesAndNoneAdmitsEveryone(t *testing.T) {
+	c, err := Load(writeConfig(t, "d.yaml", goodApp+"    pushers: [alice, \"bob@laptop\", \"SHA256:Xyz+/1\"]\n"+
+		"  open:\n    listen: [\"127.0.0.1:8081\"]\n    pushers: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, open := c.Apps["hello"], c.Apps["open"]
+	for pusher, want := range map[string]bool{"alice": true, "bob@laptop": true, "SHA256:Xyz+/1": true, "eve": false, "Alice": false, "": false} {
+		if got := hello.Admits(pusher); got != want {
+			t.Errorf("hello admits %q: %v, want %v", pusher, got, want)
+		}
+		if !open.Admits(pusher) {
+			t.Errorf("an app with pushers: [] refused %q", pusher)
+		}
+	}
+	t.Setenv("DEPLOYER_APPS_HELLO_PUSHERS", "carol,dave")
+	if c, err = Load(writeConfig(t, "d.yaml", goodApp)); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Apps["hello"].Pushers; len(got) != 2 || got[0] != "carol" || got[1] != "dave" {
+		t.Fatalf("pushers from the environment: %q", got)
 	}
 }
 

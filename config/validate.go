@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"unicode"
 
 	"github.com/robfig/cron/v3"
 )
@@ -164,6 +165,11 @@ func (a *App) validate(key string, claim func(key, addr string) error) error {
 		clean := filepath.Clean(strings.TrimSuffix(p, "/"))
 		if p == "" || filepath.IsAbs(p) || clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
 			return fmt.Errorf("%s.shared[%d]: %q must be a relative path inside the release", key, i, p)
+		}
+	}
+	for i, p := range a.Pushers {
+		if p == "" || p != strings.TrimSpace(p) || strings.ContainsFunc(p, unicode.IsControl) {
+			return fmt.Errorf("%s.pushers[%d]: %q is not a pusher: name a token of git.tokens_file or an SSH key's comment", key, i, p)
 		}
 	}
 	h := &a.Health
