@@ -2,6 +2,7 @@ package config
 
 import (
 	"runtime"
+	"slices"
 	"sort"
 	"time"
 )
@@ -61,6 +62,10 @@ type App struct {
 	Env map[string]string `mapstructure:"env" yaml:"env"`
 	// Shared paths live in apps/APP/shared and are linked into each release. Default none.
 	Shared []string `mapstructure:"shared" yaml:"shared"`
+	// Pushers may push to the app and fetch from it: token names of
+	// git.tokens_file and SSH key comments (a key without one is named by its
+	// SHA256: fingerprint). Default [] : every authenticated pusher.
+	Pushers []string `mapstructure:"pushers" yaml:"pushers"`
 	// Health decides when a release is good.
 	Health Health `mapstructure:"health" yaml:"health"`
 	// StopSignal retires a worker. Default "TERM".
@@ -133,6 +138,12 @@ func DefaultApp(name string) *App {
 		KeepReleases:    5,
 		CleanupSchedule: "@daily",
 	}
+}
+
+// Admits says whether pusher, already authenticated, may push to the app and
+// fetch from it.
+func (a *App) Admits(pusher string) bool {
+	return len(a.Pushers) == 0 || slices.Contains(a.Pushers, pusher)
 }
 
 // AppNames returns the app names, sorted.

@@ -92,6 +92,9 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"shared escapes", goodApp + "    shared: [\"../x\"]\n", "apps.hello.shared[0]"},
 		{"bad branch", goodApp + "    branch: \"a..b\"\n", "apps.hello.branch"},
 		{"bad yaml", "apps: [\n", "config "},
+		{"empty pusher", goodApp + "    pushers: [alice, \"\"]\n", `apps.hello.pushers[1]: "" is not a pusher`},
+		{"padded pusher", goodApp + "    pushers: [\" alice\"]\n", `apps.hello.pushers[0]: " alice" is not a pusher`},
+		{"pushers not a list", goodApp + "    pushers: {alice: true}\n", "apps.hello.pushers"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,6 +109,30 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 				t.Fatalf("error is not one line: %q", err)
 			}
 		})
+	}
+}
+
+func TestPushersAreAListOfNamesAndNoneAdmitsEveryone(t *testing.T) {
+	c, err := Load(writeConfig(t, "d.yaml", goodApp+"    pushers: [alice, \"bob@laptop\", \"SHA256:Xyz+/1\"]\n"+
+		"  open:\n    listen: [\"127.0.0.1:8081\"]\n    pushers: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, open := c.Apps["hello"], c.Apps["open"]
+	for pusher, want := range map[string]bool{"alice": true, "bob@laptop": true, "SHA256:Xyz+/1": true, "eve": false, "Alice": false, "": false} {
+		if got := hello.Admits(pusher); got != want {
+			t.Errorf("hello admits %q: %v, want %v", pusher, got, want)
+		}
+		if !open.Admits(pusher) {
+			t.Errorf("an app with pushers: [] refused %q", pusher)
+		}
+	}
+	t.Setenv("DEPLOYER_APPS_HELLO_PUSHERS", "carol,dave")
+	if c, err = Load(writeConfig(t, "d.yaml", goodApp)); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Apps["hello"].Pushers; len(got) != 2 || got[0] != "carol" || got[1] != "dave" {
+		t.Fatalf("pushers from the environment: %q", got)
 	}
 }
 
@@ -132,5 +159,50 @@ func TestRelativePathsAreRelativeToTheConfigFile(t *testing.T) {
 	}
 	if c.DataDir != filepath.Join(filepath.Dir(p), "data") || c.Git.TokensFile != filepath.Join(filepath.Dir(p), "tokens") {
 		t.Fatalf("data_dir %s, tokens_file %s", c.DataDir, c.Git.TokensFile)
+	}
+}
+
+func TestMissingOrUnreadableCredentialsFileIsAnErrorNamingTheKey(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "creds")
+	if err := os.WriteFile(file, []byte("alice:00\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unreadable := filepath.Join(dir, "unreadable")
+	if err := os.WriteFile(unreadable, []byte("alice:00\n"), 0o000); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	cases := []struct {
+		name, tokens, keys, want string // want "" = accepted
+		needsNonRoot             bool
+	}{
+		{name: "neither set"},
+		{name: "both readable", tokens: file, keys: file},
+		{name: "an empty file is readable", tokens: empty, keys: empty},
+		{name: "missing tokens_file", tokens: missing, want: "git.tokens_file: open " + missing + ": no such file or directory"},
+		{name: "missing authorized_keys", tokens: file, keys: missing, want: "git.authorized_keys: open " + missing + ": no such file or directory"},
+		{name: "tokens_file is a directory", tokens: dir, want: "git.tokens_file: read " + dir + ": is a directory"},
+		{name: "unreadable authorized_keys", keys: unreadable, want: "git.authorized_keys: open " + unreadable + ": permission denied", needsNonRoot: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.needsNonRoot && os.Geteuid() == 0 {
+				t.Skip("root reads a file of mode 0000")
+			}
+			c := Default()
+			c.Git.TokensFile, c.Git.AuthorizedKeys = tc.tokens, tc.keys
+			err := c.CheckCredentials()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want):
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

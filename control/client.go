@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -128,7 +130,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: no answer on %s", ErrDaemonDown, c.Socket)
+		return nil, dialError(c.Socket, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
@@ -136,6 +138,17 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		return nil, replyError(resp.StatusCode, b)
 	}
 	return resp, nil
+}
+
+// dialError says why socket did not answer: not open to this user, or
+// nobody listening. A permission error is not "the daemon is not running":
+// the socket is 0600 and its directory 0700, so it is what another user
+// gets from a running daemon.
+func dialError(socket string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%w on %s: run as the daemon's user or root", ErrSocketPermission, socket)
+	}
+	return fmt.Errorf("%w: no answer on %s", ErrDaemonDown, socket)
 }
 
 // replyError rebuilds the error of a non-200 answer: a JSON message, or

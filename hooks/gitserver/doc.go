@@ -16,8 +16,13 @@
 // pty, forwarding or command other than git-receive-pack and
 // git-upload-pack.
 //
-// Invariants: nothing is read or written before the pusher authenticated;
-// an unknown app is refused (a 404 over HTTP) and nothing is created for
-// it; git runs with none of the daemon's own or git's variables from the
+// An app that names pushers (apps.APP.pushers) admits only those: any
+// other authenticated pusher is refused before git runs, for fetch and
+// clone as for push, with a one-line reason (a text/plain 403 that git
+// prints as "remote:" lines; over SSH a line on stderr and exit status 1).
+//
+// Invariants: nothing is read or written before the pusher authenticated
+// and was admitted; an unknown app is refused (a 404 over HTTP) and nothing
+// is created for it; git runs with none of the daemon's own or git's variables from the
 // daemon's environment.
 package gitserver

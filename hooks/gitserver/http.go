@@ -58,6 +58,11 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("no app %q here", name), http.StatusNotFound)
 		return
 	}
+	if reason := notAdmitted(app, pusher); reason != "" {
+		h.Log.Warn("git: pusher not admitted", "app", name, "pusher", pusher, "peer", r.RemoteAddr)
+		http.Error(w, reason, http.StatusForbidden) // git shows a text/plain body as "remote:" lines
+		return
+	}
 	switch {
 	case action == "info/refs" && r.Method == http.MethodGet:
 		svc := r.URL.Query().Get("service")

@@ -191,6 +191,10 @@ func (s *SSH) handle(sess ssh.Session) {
 		return
 	}
 	pusher, _ := sess.Context().Value(pusherKey{}).(string)
+	if reason := notAdmitted(app, pusher); reason != "" {
+		refuse(reason)
+		return
+	}
 	protocol := ""
 	for _, kv := range sess.Environ() {
 		if v, ok := strings.CutPrefix(kv, "GIT_PROTOCOL="); ok {
