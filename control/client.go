@@ -12,8 +12,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/deployer/deployer/deployer"
 )
@@ -29,6 +32,11 @@ type Client struct {
 func NewClient(socket string) *Client {
 	return &Client{Socket: socket, http: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			if pid, ok := deadDaemon(socket); ok {
+				// The descriptor keeper holds the socket: a connection
+				// would wait in its queue until a daemon starts.
+				return nil, fmt.Errorf("pid %d, in %s, has exited", pid, pidFileOf(socket))
+			}
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
@@ -216,4 +224,23 @@ func readStream(r io.Reader, out io.Writer) error {
 		return fmt.Errorf("%w: %w", ErrStreamCut, err)
 	}
 	return ErrStreamCut
+}
+
+// pidFileOf is the daemon's pid file, next to its control socket.
+func pidFileOf(socket string) string { return filepath.Join(filepath.Dir(socket), "deployer.pid") }
+
+// deadDaemon reports the pid the daemon's pid file names if that process
+// no longer exists (the daemon crashed or was killed). A daemon that stops
+// gracefully removes the file, and one that starts rewrites it before it
+// serves.
+func deadDaemon(socket string) (int, bool) {
+	b, err := os.ReadFile(pidFileOf(socket))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }

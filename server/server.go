@@ -232,13 +232,13 @@ func (s *Server) notifySocket(t *fds) (*supervisor.Notifier, error) {
 // the workers a previous daemon left), then blocks until Shutdown or a
 // handover to a new daemon; either way it returns ErrServerClosed.
 func (s *Server) Serve() error {
+	// Before serve, which says "ok" to an upgrading daemon: clients take a
+	// pid file naming a dead process for "the daemon is not running".
+	s.writePidFile()
 	if err := s.serve(); err != nil {
 		return err
 	}
 	go s.watchdog()
-	if err := os.WriteFile(s.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		s.log.Error("pid file", "err", err)
-	}
 	s.log.Info("deployer started", "pid", os.Getpid(), "version", buildinfo.Get().Version,
 		"git_http", s.cfg.Git.HTTPListen, "git_ssh", s.cfg.Git.SSHListen, "socket", s.socket(),
 		"data_dir", s.cfg.DataDir, "config", s.cfg.File)
@@ -247,6 +247,13 @@ func (s *Server) Serve() error {
 	}
 	<-s.done
 	return ErrServerClosed
+}
+
+// writePidFile names this process in data_dir/deployer.pid.
+func (s *Server) writePidFile() {
+	if err := os.WriteFile(s.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		s.log.Error("pid file", "err", err)
+	}
 }
 
 // serve starts the servers on the listeners open() got and brings the apps

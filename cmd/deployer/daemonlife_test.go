@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,4 +212,32 @@ func TestAPushInFlightFinishesBeforeTheUpgradeHandsOver(t *testing.T) {
 	r.commit("three", map[string]string{"message.txt": "three"})
 	r.mustPush(d) // the new daemon takes pushes (the build is still gated open)
 	d.serves("v3")
+}
+
+// TestAClientSaysTheDaemonIsDownWhileOnlyTheKeeperHoldsItsSocket: after a
+// kill -9 the keeper still holds the control socket, so a connection would
+// wait in its queue for the next daemon; a client command says at once that
+// the daemon is not running, exits 1, and talks to the next daemon.
+func TestAClientSaysTheDaemonIsDownWhileOnlyTheKeeperHoldsItsSocket(t *testing.T) {
+	d := newDaemon(t, "")
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+	type answer struct {
+		out string
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() { out, err := d.cli("status"); got <- answer{out, err} }()
+	select {
+	case a := <-got:
+		var ee *exec.ExitError
+		if !errors.As(a.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(a.out, "not running") {
+			t.Fatalf("status with no daemon: %v\n%s", a.err, a.out)
+		}
+	case <-time.After(10 * time.Second):
+		d.start() // lets the hung client go
+		t.Fatal("status with no daemon running hung instead of saying so")
+	}
+	d.start()
+	d.mustCLI("status")
 }
