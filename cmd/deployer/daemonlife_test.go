@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,4 +241,38 @@ func TestAClientSaysTheDaemonIsDownWhileOnlyTheKeeperHoldsItsSocket(t *testing.T
 	}
 	d.start()
 	d.mustCLI("status")
+}
+
+// keeperPID is the pid of the descriptor keeper of d.
+func (d *daemon) keeperPID() int {
+	d.t.Helper()
+	for _, pid := range processesUnder(d.dir) {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); strings.Contains(string(b), "fdstore") {
+			return pid
+		}
+	}
+	d.t.Fatal("no descriptor keeper runs")
+	return 0
+}
+
+// TestTheNextDaemonTakesTheSocketsBackFromTheWorkersWhenTheKeeperDiedToo:
+// the daemon and then its keeper are killed; only the workers still hold
+// the app's socket. The next daemon takes it back from a worker
+// (pidfd_getfd), adopts them, and serves and reloads as usual.
+func TestTheNextDaemonTakesTheSocketsBackFromTheWorkersWhenTheKeeperDiedToo(t *testing.T) {
+	d := newDaemon(t, "")
+	r := newAppRepo(t)
+	r.mustPush(d)
+	pids := d.workerPIDs()
+	keeper := d.keeperPID()
+	l := testutil.StartLoad(t, "http://"+d.appAddr+"/", 4)
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+	syscall.Kill(keeper, syscall.SIGKILL)
+	testutil.WaitFor(t, 10*time.Second, "the keeper to be gone", func() bool { return !alive(keeper) })
+	d.start()
+	testutil.WaitFor(t, 30*time.Second, "the workers to be adopted", func() bool { return len(d.workerPIDs()) == 2 })
+	l.Finish(t, "kill -9 of the daemon and its keeper, and a restart", 50)
+	d.sameWorkers(pids)
+	d.reloadReplaces(pids)
 }
