@@ -209,6 +209,18 @@ func closeTime(c net.Conn, start time.Time, limit time.Duration) (time.Duration,
 	return time.Since(start), nil
 }
 
+// sshCloseTime is how long the daemon takes to close client's connection.
+func sshCloseTime(client *gossh.Client, start time.Time, limit time.Duration) (time.Duration, error) {
+	closed := make(chan struct{})
+	go func() { client.Wait(); close(closed) }()
+	select {
+	case <-closed:
+		return time.Since(start), nil
+	case <-time.After(time.Until(start.Add(limit))):
+		return 0, fmt.Errorf("still open after %s", limit)
+	}
+}
+
 func TestIdleGitConnectionsAreClosedAfterTheirTimeouts(t *testing.T) {
 	const handshake, idle = time.Second, 3 * time.Second
 	d, sshAddr, bob := doorsDaemon(t, "  handshake_timeout: 1s\n  idle_timeout: 3s\n", "")
@@ -319,8 +331,7 @@ func TestIdleGitConnectionsAreClosedAfterTheirTimeouts(t *testing.T) {
 				return 0, err
 			}
 			defer client.Close()
-			client.Wait()
-			return time.Since(start), nil
+			return sshCloseTime(client, start, 30*time.Second)
 		}},
 		{"SSH: idle after a session", idle, idle + 2*time.Second, func() (time.Duration, error) {
 			client, err := gossh.Dial("tcp", sshAddr, &gossh.ClientConfig{
@@ -339,9 +350,7 @@ func TestIdleGitConnectionsAreClosedAfterTheirTimeouts(t *testing.T) {
 			if !strings.Contains(string(out), "only git-receive-pack") {
 				return 0, fmt.Errorf("session: %q", out)
 			}
-			start := time.Now()
-			client.Wait()
-			return time.Since(start), nil
+			return sshCloseTime(client, time.Now(), 30*time.Second)
 		}},
 	}
 	results := make([]result, len(cases))
