@@ -474,7 +474,7 @@ func TestSlowButProgressingPushIsNotCutAndAStalledOneIs(t *testing.T) {
 	if st := d.status(); st.Live != "v1" {
 		t.Fatalf("live is %s after the stalled push, want v1", st.Live)
 	}
-	if !strings.Contains(d.log.String(), "i/o timeout") {
+	if !strings.Contains(d.log.String(), "the client sent nothing for stall_timeout: cut") {
 		t.Fatalf("the daemon did not log the stalled read:\n%s", d.log)
 	}
 }

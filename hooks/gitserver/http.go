@@ -136,7 +136,8 @@ func (h *HTTP) infoRefs(w http.ResponseWriter, r *http.Request, app *deployer.Ap
 
 func (h *HTTP) rpc(w http.ResponseWriter, r *http.Request, app *deployer.App, svc, pusher string) {
 	rc := http.NewResponseController(w)
-	body := io.Reader(&stallReader{r: r.Body, rc: rc, stall: h.Limits.Stall})
+	stalling := &stallReader{r: r.Body, rc: rc, stall: h.Limits.Stall}
+	body := io.Reader(stalling)
 	if r.Header.Get("Content-Encoding") == "gzip" {
 		gz, err := gzip.NewReader(r.Body)
 		if err != nil {
@@ -156,6 +157,11 @@ func (h *HTTP) rpc(w http.ResponseWriter, r *http.Request, app *deployer.App, sv
 	start := time.Now()
 	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve another request
 	if err := cmd.Run(); err != nil {
+		if stalling.stalled {
+			h.Log.Warn("git: "+svc+": the client sent nothing for stall_timeout: cut", "app", app.Name(),
+				"peer", r.RemoteAddr, "pusher", pusher, "stall_timeout", h.Limits.Stall)
+			return
+		}
 		h.Log.Warn("git: "+svc, "app", app.Name(), "peer", r.RemoteAddr, "err", err, "stderr", strings.TrimSpace(stderr.String()))
 		return
 	}

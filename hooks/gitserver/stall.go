@@ -2,6 +2,7 @@ package gitserver
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"time"
 )
@@ -10,14 +11,18 @@ import (
 // so that a push of any size goes through as long as it keeps coming, and
 // a client that stops sending does not pin git.
 type stallReader struct {
-	r     io.Reader
-	rc    *http.ResponseController
-	stall time.Duration
+	r       io.Reader
+	rc      *http.ResponseController
+	stall   time.Duration
+	stalled bool // a read waited out stall (net/http then cancels the request)
 }
 
 func (s *stallReader) Read(b []byte) (int, error) {
 	_ = s.rc.SetReadDeadline(time.Now().Add(s.stall))
 	n, err := s.r.Read(b)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		s.stalled = true
+	}
 	if err != nil {
 		// At the end of the body net/http starts reading the connection
 		// in the background to notice a client that goes away; a deadline
