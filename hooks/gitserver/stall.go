@@ -24,9 +24,12 @@ func (s *stallReader) Read(b []byte) (int, error) {
 		s.stalled = true
 	}
 	if err != nil {
-		// At the end of the body net/http starts reading the connection
-		// in the background to notice a client that goes away; a deadline
-		// there would cancel the request while the deploy runs.
+		// Once the body is in, the client rightly sends nothing while the
+		// deploy runs. net/http then reads the connection in the
+		// background to notice a client that goes away, and a deadline
+		// there would cancel the request: it clears the deadline itself
+		// (go1.26 connReader.startBackgroundRead); so do we, not to depend
+		// on it.
 		_ = s.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
