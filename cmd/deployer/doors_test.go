@@ -183,6 +183,10 @@ func TestTwoThousandIdleHTTPAndSSHConnectionsDoNotStopALegitimatePush(t *testing
 	t.Logf("idle connections closed by the daemon: %d of %d over HTTP, %d of %d over SSH",
 		closedByDaemon(httpConns), idleConns, closedByDaemon(sshConns), idleConns)
 
+	if !strings.Contains(d.log.String(), "git http: max_connections reached") ||
+		!strings.Contains(d.log.String(), "git ssh: max_connections reached") {
+		t.Errorf("the daemon did not warn that max_connections was reached:\n%s", d.log)
+	}
 	// A deploy of hello takes seconds; a listener that waits for idle
 	// connections to time out would take ten minutes.
 	const bound = 2 * time.Minute
