@@ -16,7 +16,17 @@
 // pty, forwarding or command other than git-receive-pack and
 // git-upload-pack.
 //
+// Both serve on a Listener, which caps the connections of each listener
+// and closes those that do no authenticated work: a connection is busy
+// only while it serves an authenticated HTTP request or an SSH session;
+// an idle one is closed by a timer after Limits.Handshake (never busy) or
+// Limits.Idle, or sooner to make room for a new one at the cap. A request
+// in flight is bounded between reads and writes (Limits.Stall), never as a
+// whole, so a long push goes through as long as it moves.
+//
 // Invariants: nothing is read or written before the pusher authenticated;
+// no more than MaxConns connections per listener are ever accepted, and
+// one that never authenticates is gone after Limits.Handshake;
 // an unknown app is refused (a 404 over HTTP) and nothing is created for
 // it; git runs with none of the daemon's own or git's variables from the
 // daemon's environment.
