@@ -25,8 +25,9 @@
 // whole, so a long push goes through as long as it moves.
 //
 // Invariants: nothing is read or written before the pusher authenticated;
-// no more than MaxConns connections per listener are ever accepted, and
-// one that never authenticates is gone after Limits.Handshake;
+// a listener holds at most MaxConns connections, plus the one it has
+// just accepted while it closes an idle one or waits for a busy one to
+// end; one that never authenticates is gone after Limits.Handshake;
 // an unknown app is refused (a 404 over HTTP) and nothing is created for
 // it; git runs with none of the daemon's own or git's variables from the
 // daemon's environment.
