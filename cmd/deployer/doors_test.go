@@ -482,3 +482,24 @@ func TestSlowButProgressingPushIsNotCutAndAStalledOneIs(t *testing.T) {
 		t.Fatalf("the daemon did not log the stalled read:\n%s", d.log)
 	}
 }
+
+func TestCheckPrintsTheGitConnectionLimits(t *testing.T) {
+	d := writeDaemonConfig(t, "")
+	cfg, _ := os.ReadFile(d.config)
+	os.WriteFile(d.config, []byte(strings.Replace(string(cfg), "  lock_timeout: 1m\n",
+		"  lock_timeout: 1m\n  max_connections: 32\n  stall_timeout: 2m\n", 1)), 0o644)
+	out, err := d.cli("check")
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	for _, want := range []string{"max_connections: 32\n", "handshake_timeout: 10s\n", "idle_timeout: 30s\n", "stall_timeout: 2m0s\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check does not print %q:\n%s", want, out)
+		}
+	}
+	os.WriteFile(d.config, []byte(strings.Replace(string(cfg), "  lock_timeout: 1m\n",
+		"  lock_timeout: 1m\n  max_connections: 0\n", 1)), 0o644)
+	if out, err := d.cli("check"); err == nil || !strings.Contains(out, "git.max_connections: must be at least 1") {
+		t.Fatalf("check accepted max_connections 0: %v\n%s", err, out)
+	}
+}
