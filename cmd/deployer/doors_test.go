@@ -187,6 +187,9 @@ func TestTwoThousandIdleHTTPAndSSHConnectionsDoNotStopALegitimatePush(t *testing
 		!strings.Contains(d.log.String(), "git ssh: max_connections reached") {
 		t.Errorf("the daemon did not warn that max_connections was reached:\n%s", d.log)
 	}
+	if n := strings.Count(d.log.String(), "ssh: connection failed"); n > 0 {
+		t.Errorf("the daemon logged %d connections it closed itself, one line each", n)
+	}
 	// A deploy of hello takes seconds; a listener that waits for idle
 	// connections to time out would take ten minutes.
 	const bound = 2 * time.Minute

@@ -119,6 +119,12 @@ func (s *SSH) Server(hostKeyFile string) (*ssh.Server, error) {
 			return conn
 		},
 		ConnectionFailedCallback: func(conn net.Conn, err error) {
+			if errors.Is(err, net.ErrClosed) {
+				// The Listener closed it (handshake_timeout, or to make
+				// room): not worth a line each in a flood, nor a delay.
+				s.Log.Debug("ssh: connection closed before a session", "peer", conn.RemoteAddr().String())
+				return
+			}
 			s.Log.Warn("ssh: connection failed", "peer", conn.RemoteAddr().String(), "err", err)
 			time.Sleep(s.AuthDelay) // slows down guessing; bounded and constant
 		},
