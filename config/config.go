@@ -42,6 +42,23 @@ type Git struct {
 	// TLSCert and TLSKey, both set, serve git over HTTPS. Default "".
 	TLSCert string `mapstructure:"tls_cert" yaml:"tls_cert"`
 	TLSKey  string `mapstructure:"tls_key" yaml:"tls_key"`
+	// MaxConnections caps the connections each git listener (HTTP, SSH)
+	// holds at once. At the cap a new connection takes the place of the
+	// longest-idle one; when every connection is pushing or fetching, new
+	// ones wait in the kernel's queue. Default 256.
+	MaxConnections int `mapstructure:"max_connections" yaml:"max_connections"`
+	// HandshakeTimeout is how long a connection may go without an
+	// authenticated request (HTTP) or session (SSH) before it is closed;
+	// it is also the time an HTTP request has to send its headers. Default 10s.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout" yaml:"handshake_timeout"`
+	// IdleTimeout closes a connection that has pushed or fetched and sits
+	// with nothing in flight. Default 30s.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+	// StallTimeout cuts a push or fetch in flight when the client sends
+	// nothing of its request body (HTTP) or takes nothing of the answer
+	// for this long. It bounds the time between reads, not a whole push,
+	// and not the deploy that follows the upload. Default 60s.
+	StallTimeout time.Duration `mapstructure:"stall_timeout" yaml:"stall_timeout"`
 }
 
 // App is one deployable application.
@@ -116,9 +133,13 @@ func Default() *Config {
 		DataDir:   "./deployer-data",
 		LogFormat: "text",
 		Git: Git{
-			HTTPListen:  "127.0.0.1:7007",
-			MaxPackSize: 1 << 30,
-			LockTimeout: 10 * time.Minute,
+			HTTPListen:       "127.0.0.1:7007",
+			MaxPackSize:      1 << 30,
+			LockTimeout:      10 * time.Minute,
+			MaxConnections:   256,
+			HandshakeTimeout: 10 * time.Second,
+			IdleTimeout:      30 * time.Second,
+			StallTimeout:     60 * time.Second,
 		},
 		Apps: map[string]*App{},
 	}

@@ -38,6 +38,10 @@ func TestLoadAppliesDefaultsAndKeepsEnvCase(t *testing.T) {
 	if a.Env["GREETING"] != "hi" || a.Env["lower"] != "x" {
 		t.Fatalf("env case lost: %v", a.Env)
 	}
+	if c.Git.MaxConnections != 256 || c.Git.HandshakeTimeout != 10*time.Second ||
+		c.Git.IdleTimeout != 30*time.Second || c.Git.StallTimeout != time.Minute {
+		t.Fatalf("connection limits: %+v", c.Git)
+	}
 	if c.Git.HTTPListen != "127.0.0.1:7007" || c.Git.MaxPackSize != 1<<30 || !filepath.IsAbs(c.DataDir) {
 		t.Fatalf("git defaults: %+v %s", c.Git, c.DataDir)
 	}
@@ -48,11 +52,13 @@ func TestEnvironmentOverridesFileAndDefaults(t *testing.T) {
 	t.Setenv("DEPLOYER_GIT_HTTP_LISTEN", "127.0.0.1:9999")
 	t.Setenv("DEPLOYER_APPS_HELLO_WORKERS", "7")
 	t.Setenv("DEPLOYER_APPS_HELLO_HEALTH_TIMEOUT", "5s")
+	t.Setenv("DEPLOYER_GIT_MAX_CONNECTIONS", "32")
 	c, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Git.HTTPListen != "127.0.0.1:9999" || c.Apps["hello"].Workers != 7 || c.Apps["hello"].Health.Timeout != 5*time.Second {
+	if c.Git.HTTPListen != "127.0.0.1:9999" || c.Apps["hello"].Workers != 7 || c.Apps["hello"].Health.Timeout != 5*time.Second ||
+		c.Git.MaxConnections != 32 {
 		t.Fatalf("overrides not applied: %+v %+v", c.Git, c.Apps["hello"])
 	}
 }
@@ -95,6 +101,11 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"empty pusher", goodApp + "    pushers: [alice, \"\"]\n", `apps.hello.pushers[1]: "" is not a pusher`},
 		{"padded pusher", goodApp + "    pushers: [\" alice\"]\n", `apps.hello.pushers[0]: " alice" is not a pusher`},
 		{"pushers not a list", goodApp + "    pushers: {alice: true}\n", "apps.hello.pushers"},
+		{"zero connections", "git: {max_connections: 0}\n", "git.max_connections: must be at least 1"},
+		{"connections not a number", "git: {max_connections: many}\n", "git.max_connections"},
+		{"zero handshake", "git: {handshake_timeout: 0s}\n", "git.handshake_timeout: must be positive"},
+		{"negative idle", "git: {idle_timeout: -1s}\n", "git.idle_timeout: must be positive"},
+		{"bad stall", "git: {stall_timeout: forever}\n", "git.stall_timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

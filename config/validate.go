@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 	"unicode"
 
 	"github.com/robfig/cron/v3"
@@ -53,6 +54,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Git.LockTimeout <= 0 {
 		return fmt.Errorf("git.lock_timeout: must be positive")
+	}
+	if c.Git.MaxConnections < 1 {
+		return fmt.Errorf("git.max_connections: must be at least 1")
+	}
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{
+		{"git.handshake_timeout", c.Git.HandshakeTimeout},
+		{"git.idle_timeout", c.Git.IdleTimeout},
+		{"git.stall_timeout", c.Git.StallTimeout},
+	} {
+		if d.val <= 0 {
+			return fmt.Errorf("%s: must be positive", d.key)
+		}
 	}
 	seen := map[string]string{}
 	claim := func(key, addr string) error {
