@@ -2,6 +2,7 @@ package config
 
 import (
 	"runtime"
+	"slices"
 	"sort"
 	"time"
 )
@@ -41,6 +42,23 @@ type Git struct {
 	// TLSCert and TLSKey, both set, serve git over HTTPS. Default "".
 	TLSCert string `mapstructure:"tls_cert" yaml:"tls_cert"`
 	TLSKey  string `mapstructure:"tls_key" yaml:"tls_key"`
+	// MaxConnections caps the connections each git listener (HTTP, SSH)
+	// holds at once. At the cap a new connection takes the place of the
+	// longest-idle one; when every connection is pushing or fetching, new
+	// ones wait in the kernel's queue. Default 256.
+	MaxConnections int `mapstructure:"max_connections" yaml:"max_connections"`
+	// HandshakeTimeout is how long a connection may go without an
+	// authenticated request (HTTP) or session (SSH) before it is closed;
+	// it is also the time an HTTP request has to send its headers. Default 10s.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout" yaml:"handshake_timeout"`
+	// IdleTimeout closes a connection that has pushed or fetched and sits
+	// with nothing in flight. Default 30s.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+	// StallTimeout cuts a push or fetch in flight when the client sends
+	// nothing of its request body (HTTP) or takes nothing of the answer
+	// for this long. It bounds the time between reads, not a whole push,
+	// and not the deploy that follows the upload. Default 60s.
+	StallTimeout time.Duration `mapstructure:"stall_timeout" yaml:"stall_timeout"`
 	// MaxReleaseSize bounds the checked-out tree of one release, the sum of
 	// its files' sizes: a push whose tree is larger fails and nothing of it
 	// stays on disk. Default "2GiB".
@@ -65,6 +83,10 @@ type App struct {
 	Env map[string]string `mapstructure:"env" yaml:"env"`
 	// Shared paths live in apps/APP/shared and are linked into each release. Default none.
 	Shared []string `mapstructure:"shared" yaml:"shared"`
+	// Pushers may push to the app and fetch from it: token names of
+	// git.tokens_file and SSH key comments (a key without one is named by its
+	// SHA256: fingerprint). Default [] : every authenticated pusher.
+	Pushers []string `mapstructure:"pushers" yaml:"pushers"`
 	// Health decides when a release is good.
 	Health Health `mapstructure:"health" yaml:"health"`
 	// StopSignal retires a worker. Default "TERM".
@@ -115,11 +137,14 @@ func Default() *Config {
 		DataDir:   "./deployer-data",
 		LogFormat: "text",
 		Git: Git{
-			HTTPListen:  "127.0.0.1:7007",
-			MaxPackSize: 1 << 30,
-			LockTimeout: 10 * time.Minute,
-
-			MaxReleaseSize: 2 << 30,
+			HTTPListen:       "127.0.0.1:7007",
+			MaxPackSize:      1 << 30,
+			LockTimeout:      10 * time.Minute,
+			MaxConnections:   256,
+			HandshakeTimeout: 10 * time.Second,
+			IdleTimeout:      30 * time.Second,
+			StallTimeout:     60 * time.Second,
+			MaxReleaseSize:   2 << 30,
 		},
 		Apps: map[string]*App{},
 	}
@@ -139,6 +164,12 @@ func DefaultApp(name string) *App {
 		KeepReleases:    5,
 		CleanupSchedule: "@daily",
 	}
+}
+
+// Admits says whether pusher, already authenticated, may push to the app and
+// fetch from it.
+func (a *App) Admits(pusher string) bool {
+	return len(a.Pushers) == 0 || slices.Contains(a.Pushers, pusher)
 }
 
 // AppNames returns the app names, sorted.

@@ -38,6 +38,10 @@ func TestLoadAppliesDefaultsAndKeepsEnvCase(t *testing.T) {
 	if a.Env["GREETING"] != "hi" || a.Env["lower"] != "x" {
 		t.Fatalf("env case lost: %v", a.Env)
 	}
+	if c.Git.MaxConnections != 256 || c.Git.HandshakeTimeout != 10*time.Second ||
+		c.Git.IdleTimeout != 30*time.Second || c.Git.StallTimeout != time.Minute {
+		t.Fatalf("connection limits: %+v", c.Git)
+	}
 	if c.Git.HTTPListen != "127.0.0.1:7007" || c.Git.MaxPackSize != 1<<30 || c.Git.MaxReleaseSize != 2<<30 || !filepath.IsAbs(c.DataDir) {
 		t.Fatalf("git defaults: %+v %s", c.Git, c.DataDir)
 	}
@@ -48,11 +52,13 @@ func TestEnvironmentOverridesFileAndDefaults(t *testing.T) {
 	t.Setenv("DEPLOYER_GIT_HTTP_LISTEN", "127.0.0.1:9999")
 	t.Setenv("DEPLOYER_APPS_HELLO_WORKERS", "7")
 	t.Setenv("DEPLOYER_APPS_HELLO_HEALTH_TIMEOUT", "5s")
+	t.Setenv("DEPLOYER_GIT_MAX_CONNECTIONS", "32")
 	c, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Git.HTTPListen != "127.0.0.1:9999" || c.Apps["hello"].Workers != 7 || c.Apps["hello"].Health.Timeout != 5*time.Second {
+	if c.Git.HTTPListen != "127.0.0.1:9999" || c.Apps["hello"].Workers != 7 || c.Apps["hello"].Health.Timeout != 5*time.Second ||
+		c.Git.MaxConnections != 32 {
 		t.Fatalf("overrides not applied: %+v %+v", c.Git, c.Apps["hello"])
 	}
 }
@@ -94,6 +100,14 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"shared escapes", goodApp + "    shared: [\"../x\"]\n", "apps.hello.shared[0]"},
 		{"bad branch", goodApp + "    branch: \"a..b\"\n", "apps.hello.branch"},
 		{"bad yaml", "apps: [\n", "config "},
+		{"empty pusher", goodApp + "    pushers: [alice, \"\"]\n", `apps.hello.pushers[1]: "" is not a pusher`},
+		{"padded pusher", goodApp + "    pushers: [\" alice\"]\n", `apps.hello.pushers[0]: " alice" is not a pusher`},
+		{"pushers not a list", goodApp + "    pushers: {alice: true}\n", "apps.hello.pushers"},
+		{"zero connections", "git: {max_connections: 0}\n", "git.max_connections: must be at least 1"},
+		{"connections not a number", "git: {max_connections: many}\n", "git.max_connections"},
+		{"zero handshake", "git: {handshake_timeout: 0s}\n", "git.handshake_timeout: must be positive"},
+		{"negative idle", "git: {idle_timeout: -1s}\n", "git.idle_timeout: must be positive"},
+		{"bad stall", "git: {stall_timeout: forever}\n", "git.stall_timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,6 +122,30 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 				t.Fatalf("error is not one line: %q", err)
 			}
 		})
+	}
+}
+
+func TestPushersAreAListOfNamesAndNoneAdmitsEveryone(t *testing.T) {
+	c, err := Load(writeConfig(t, "d.yaml", goodApp+"    pushers: [alice, \"bob@laptop\", \"SHA256:Xyz+/1\"]\n"+
+		"  open:\n    listen: [\"127.0.0.1:8081\"]\n    pushers: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, open := c.Apps["hello"], c.Apps["open"]
+	for pusher, want := range map[string]bool{"alice": true, "bob@laptop": true, "SHA256:Xyz+/1": true, "eve": false, "Alice": false, "": false} {
+		if got := hello.Admits(pusher); got != want {
+			t.Errorf("hello admits %q: %v, want %v", pusher, got, want)
+		}
+		if !open.Admits(pusher) {
+			t.Errorf("an app with pushers: [] refused %q", pusher)
+		}
+	}
+	t.Setenv("DEPLOYER_APPS_HELLO_PUSHERS", "carol,dave")
+	if c, err = Load(writeConfig(t, "d.yaml", goodApp)); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Apps["hello"].Pushers; len(got) != 2 || got[0] != "carol" || got[1] != "dave" {
+		t.Fatalf("pushers from the environment: %q", got)
 	}
 }
 
@@ -134,5 +172,50 @@ func TestRelativePathsAreRelativeToTheConfigFile(t *testing.T) {
 	}
 	if c.DataDir != filepath.Join(filepath.Dir(p), "data") || c.Git.TokensFile != filepath.Join(filepath.Dir(p), "tokens") {
 		t.Fatalf("data_dir %s, tokens_file %s", c.DataDir, c.Git.TokensFile)
+	}
+}
+
+func TestMissingOrUnreadableCredentialsFileIsAnErrorNamingTheKey(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "creds")
+	if err := os.WriteFile(file, []byte("alice:00\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unreadable := filepath.Join(dir, "unreadable")
+	if err := os.WriteFile(unreadable, []byte("alice:00\n"), 0o000); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	cases := []struct {
+		name, tokens, keys, want string // want "" = accepted
+		needsNonRoot             bool
+	}{
+		{name: "neither set"},
+		{name: "both readable", tokens: file, keys: file},
+		{name: "an empty file is readable", tokens: empty, keys: empty},
+		{name: "missing tokens_file", tokens: missing, want: "git.tokens_file: open " + missing + ": no such file or directory"},
+		{name: "missing authorized_keys", tokens: file, keys: missing, want: "git.authorized_keys: open " + missing + ": no such file or directory"},
+		{name: "tokens_file is a directory", tokens: dir, want: "git.tokens_file: read " + dir + ": is a directory"},
+		{name: "unreadable authorized_keys", keys: unreadable, want: "git.authorized_keys: open " + unreadable + ": permission denied", needsNonRoot: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.needsNonRoot && os.Geteuid() == 0 {
+				t.Skip("root reads a file of mode 0000")
+			}
+			c := Default()
+			c.Git.TokensFile, c.Git.AuthorizedKeys = tc.tokens, tc.keys
+			err := c.CheckCredentials()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want):
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

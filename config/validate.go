@@ -1,12 +1,17 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
+	"time"
+	"unicode"
 
 	"github.com/robfig/cron/v3"
 )
@@ -53,6 +58,21 @@ func (c *Config) Validate() error {
 	if c.Git.LockTimeout <= 0 {
 		return fmt.Errorf("git.lock_timeout: must be positive")
 	}
+	if c.Git.MaxConnections < 1 {
+		return fmt.Errorf("git.max_connections: must be at least 1")
+	}
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{
+		{"git.handshake_timeout", c.Git.HandshakeTimeout},
+		{"git.idle_timeout", c.Git.IdleTimeout},
+		{"git.stall_timeout", c.Git.StallTimeout},
+	} {
+		if d.val <= 0 {
+			return fmt.Errorf("%s: must be positive", d.key)
+		}
+	}
 	seen := map[string]string{}
 	claim := func(key, addr string) error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -83,6 +103,41 @@ func (c *Config) Validate() error {
 		if err := c.Apps[name].validate("apps."+name, claim); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// CheckCredentials checks that the credentials files the config names,
+// git.tokens_file and git.authorized_keys, can be read. A daemon that
+// started without them would refuse every push, so serve (at start and on
+// SIGHUP) and check stop on it, naming the key. An empty setting is no
+// error: the daemon then refuses every push of that transport, and says so.
+// Validate does not call it: the client commands, which read the config
+// only for data_dir, run as users who may not read these files.
+func (c *Config) CheckCredentials() error {
+	for _, f := range []struct{ key, path string }{
+		{"git.tokens_file", c.Git.TokensFile},
+		{"git.authorized_keys", c.Git.AuthorizedKeys},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if err := readable(f.path); err != nil {
+			return fmt.Errorf("%s: %w", f.key, err)
+		}
+	}
+	return nil
+}
+
+// readable opens p and reads from it, as the daemon will on every push.
+func readable(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Read(make([]byte, 1)); err != nil && !errors.Is(err, io.EOF) {
+		return err // a directory, or an I/O error
 	}
 	return nil
 }
@@ -129,6 +184,11 @@ func (a *App) validate(key string, claim func(key, addr string) error) error {
 		clean := filepath.Clean(strings.TrimSuffix(p, "/"))
 		if p == "" || filepath.IsAbs(p) || clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
 			return fmt.Errorf("%s.shared[%d]: %q must be a relative path inside the release", key, i, p)
+		}
+	}
+	for i, p := range a.Pushers {
+		if p == "" || p != strings.TrimSpace(p) || strings.ContainsFunc(p, unicode.IsControl) {
+			return fmt.Errorf("%s.pushers[%d]: %q is not a pusher: name a token of git.tokens_file or an SSH key's comment", key, i, p)
 		}
 	}
 	h := &a.Health

@@ -5,13 +5,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/deployer/deployer/deployer"
 )
@@ -27,6 +32,11 @@ type Client struct {
 func NewClient(socket string) *Client {
 	return &Client{Socket: socket, http: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			if pid, ok := deadDaemon(socket); ok {
+				// The descriptor keeper holds the socket: a connection
+				// would wait in its queue until a daemon starts.
+				return nil, fmt.Errorf("pid %d, in %s, has exited", pid, pidFileOf(socket))
+			}
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
@@ -128,7 +138,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: no answer on %s", ErrDaemonDown, c.Socket)
+		return nil, dialError(c.Socket, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
@@ -136,6 +146,17 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		return nil, replyError(resp.StatusCode, b)
 	}
 	return resp, nil
+}
+
+// dialError says why socket did not answer: not open to this user, or
+// nobody listening. A permission error is not "the daemon is not running":
+// the socket is 0600 and its directory 0700, so it is what another user
+// gets from a running daemon.
+func dialError(socket string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%w on %s: run as the daemon's user or root", ErrSocketPermission, socket)
+	}
+	return fmt.Errorf("%w: no answer on %s", ErrDaemonDown, socket)
 }
 
 // replyError rebuilds the error of a non-200 answer: a JSON message, or
@@ -203,4 +224,23 @@ func readStream(r io.Reader, out io.Writer) error {
 		return fmt.Errorf("%w: %w", ErrStreamCut, err)
 	}
 	return ErrStreamCut
+}
+
+// pidFileOf is the daemon's pid file, next to its control socket.
+func pidFileOf(socket string) string { return filepath.Join(filepath.Dir(socket), "deployer.pid") }
+
+// deadDaemon reports the pid the daemon's pid file names if that process
+// no longer exists (the daemon crashed or was killed). A daemon that stops
+// gracefully removes the file, and one that starts rewrites it before it
+// serves.
+func deadDaemon(socket string) (int, bool) {
+	b, err := os.ReadFile(pidFileOf(socket))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }

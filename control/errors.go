@@ -6,6 +6,9 @@ import "errors"
 var (
 	// ErrDaemonDown means nothing listens on the control socket.
 	ErrDaemonDown = errors.New("the deployer daemon is not running")
+	// ErrSocketPermission means the socket (or its directory) is not open
+	// to this user: the daemon may well be running.
+	ErrSocketPermission = errors.New("permission denied")
 	// ErrStreamCut means the daemon's answer ended before a result.
 	ErrStreamCut = errors.New("the daemon's answer ended early")
 	// ErrBadRequest means the daemon could not read a request.

@@ -209,3 +209,31 @@ func (j *job) sweepGroups(inUse map[string]bool) {
 		}
 	}
 }
+
+// RecordedWorkers are the worker processes app's workers.json in dataDir
+// names, every pool's, the live pool's first: where the app's sockets can
+// be taken back from when no other copy of them survived.
+func RecordedWorkers(dataDir, app string) []supervisor.WorkerRecord {
+	b, err := os.ReadFile(filepath.Join(dataDir, "apps", app, "workers.json"))
+	if err != nil {
+		return nil
+	}
+	var recs []poolRecord
+	if json.Unmarshal(b, &recs) != nil {
+		return nil
+	}
+	slices.SortStableFunc(recs, func(x, y poolRecord) int {
+		if (x.Role == roleLive) == (y.Role == roleLive) {
+			return 0
+		}
+		if x.Role == roleLive {
+			return -1
+		}
+		return 1
+	})
+	var out []supervisor.WorkerRecord
+	for _, r := range recs {
+		out = append(out, r.Workers...)
+	}
+	return out
+}

@@ -108,6 +108,10 @@ func (a *App) Name() string { return a.name }
 // Branch is the deploy branch.
 func (a *App) Branch() string { return a.settings().Branch }
 
+// Admits says whether pusher, authenticated by a transport, may push to the
+// app and fetch from it: apps.APP.pushers as last configured.
+func (a *App) Admits(pusher string) bool { return a.settings().Admits(pusher) }
+
 // Repo is the app's bare repository.
 func (a *App) Repo() *Repo { return a.bare }
 

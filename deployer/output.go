@@ -6,11 +6,16 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/deployer/deployer/internal/escape"
 )
 
 // progress writes step lines and indented command output to the pusher and
 // to the build log. Writes never fail: a pusher that went away must not stop
-// the deploy, and it stops only the pusher's copy.
+// the deploy, and it stops only the pusher's copy. Step and Info lines carry
+// commit subjects, pusher names and failure reasons, so their control
+// characters are escaped; command output (indented) is the app's own and
+// passes as it is.
 type progress struct {
 	mu     sync.Mutex
 	out    io.Writer // the pusher
@@ -40,14 +45,14 @@ func (p *progress) write(b []byte) {
 	}
 }
 
-// Step prints "-----> msg".
+// Step prints "-----> msg" on one line.
 func (p *progress) Step(format string, a ...any) {
-	p.write([]byte("-----> " + fmt.Sprintf(format, a...) + "\n"))
+	p.write([]byte("-----> " + escape.Controls(fmt.Sprintf(format, a...)) + "\n"))
 }
 
 // Info prints an indented line.
 func (p *progress) Info(format string, a ...any) {
-	p.write([]byte("       " + fmt.Sprintf(format, a...) + "\n"))
+	p.write([]byte("       " + escape.Controls(fmt.Sprintf(format, a...)) + "\n"))
 }
 
 // indented returns a writer that prefixes every line with seven spaces.

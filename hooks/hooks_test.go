@@ -33,6 +33,20 @@ func TestPostReceiveNotesRefsThatAreNotDeployed(t *testing.T) {
 	}
 }
 
+// git refuses C0 controls in ref names but not C1 ones, which some
+// terminals take for CSI.
+func TestPostReceiveEscapesControlsInRefNames(t *testing.T) {
+	in := "0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/\u009b2Jx\n"
+	var out bytes.Buffer
+	env := map[string]string{EnvBranch: "main"}
+	if err := PostReceive(strings.NewReader(in), &out, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if want := "-----> refs/heads/\\u009b2Jx stored, not deployed: only main deploys\n"; out.String() != want {
+		t.Fatalf("got %q, want %q", out.String(), want)
+	}
+}
+
 // TestProcReceiveRelaysTheDeployBranchAndAnswersEachRef runs the hook's
 // side of a push against a control socket whose daemon fails the deploy
 // with a two-line error: the pusher sees the progress, and git gets one ng

@@ -11,6 +11,7 @@ import (
 
 	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/internal/escape"
 	"github.com/deployer/deployer/internal/pktline"
 )
 
@@ -77,8 +78,10 @@ func ProcReceive(ctx context.Context, in io.Reader, out, progress io.Writer, get
 	return pktline.Flush(out)
 }
 
+// oneLine is an error for git's "remote rejected" line: one line, its
+// control characters escaped (it can quote a commit or a Procfile).
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return escape.Controls(strings.Join(strings.Fields(s), " "))
 }
 
 // PostReceive tells the pusher, for each ref that is not the deploy branch,
@@ -93,9 +96,9 @@ func PostReceive(in io.Reader, out io.Writer, getenv func(string) string) error 
 		}
 		switch {
 		case f[1] == deployer.ZeroRev:
-			fmt.Fprintf(out, "-----> %s deleted\n", f[2])
+			fmt.Fprintf(out, "-----> %s deleted\n", escape.Controls(f[2]))
 		default:
-			fmt.Fprintf(out, "-----> %s stored, not deployed: only %s deploys\n", f[2], getenv(EnvBranch))
+			fmt.Fprintf(out, "-----> %s stored, not deployed: only %s deploys\n", escape.Controls(f[2]), getenv(EnvBranch))
 		}
 	}
 	return sc.Err()

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/fdstore"
 	"github.com/deployer/deployer/internal/systemd"
 	"github.com/deployer/deployer/supervisor"
@@ -19,7 +21,9 @@ import (
 // keeper (or socket activation) and has not claimed yet, and the keeper
 // that holds a copy of each one in use.
 type fds struct {
-	keeper *fdstore.Client // nil: none could be started; nothing outlives the daemon
+	keeper  *fdstore.Client // nil: none could be started; nothing outlives the daemon
+	dataDir string
+	logf    func(msg string, err error)
 
 	mu          sync.Mutex
 	kept        map[string]*os.File // taken back, not yet claimed
@@ -31,7 +35,7 @@ type fds struct {
 // activation), matched to wants by name or address, take the place of the
 // keeper's copies. wants maps our names to systemd's.
 func openFDs(dataDir, exe string, wants map[string]systemd.Want, logf func(msg string, err error)) *fds {
-	t := &fds{kept: map[string]*os.File{}, fromSystemd: map[string]bool{}}
+	t := &fds{kept: map[string]*os.File{}, fromSystemd: map[string]bool{}, dataDir: dataDir, logf: logf}
 	defer t.activated(wants, logf)
 	k, err := fdstore.Open(filepath.Join(dataDir, "fdstore.sock"), exe)
 	if err != nil {
@@ -121,7 +125,7 @@ func (t *fds) appSocket(app string, i int, addr string) (*supervisor.Socket, err
 		}
 	} else {
 		var err error
-		if s, err = supervisor.ListenSocket(addr, fdName, 10*time.Second); err != nil {
+		if s, err = t.openAppSocket(app, i, addr, fdName); err != nil {
 			return nil, err
 		}
 	}
@@ -236,4 +240,23 @@ func ourName(name string) bool {
 		return true
 	}
 	return strings.HasPrefix(name, "app/") || strings.HasPrefix(name, "out/")
+}
+
+// openAppSocket opens app's listen address i. If running workers hold the
+// address (the keeper that held its copy died while no daemon ran), the
+// socket is taken back from one of them; failing that, the address is
+// retried for a while, for workers that are going away.
+func (t *fds) openAppSocket(app string, i int, addr, fdName string) (*supervisor.Socket, error) {
+	s, err := supervisor.ListenSocket(addr, fdName, 0)
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		return s, err
+	}
+	if recs := deployer.RecordedWorkers(t.dataDir, app); len(recs) > 0 {
+		s, werr := supervisor.SocketFromWorkers(recs, addr, fdName)
+		if werr == nil {
+			return s, nil
+		}
+		t.logf("the address is held by workers, and taking it back from them failed", werr)
+	}
+	return supervisor.ListenSocket(addr, fdName, 10*time.Second)
 }

@@ -232,13 +232,13 @@ func (s *Server) notifySocket(t *fds) (*supervisor.Notifier, error) {
 // the workers a previous daemon left), then blocks until Shutdown or a
 // handover to a new daemon; either way it returns ErrServerClosed.
 func (s *Server) Serve() error {
+	// Before serve, which says "ok" to an upgrading daemon: clients take a
+	// pid file naming a dead process for "the daemon is not running".
+	s.writePidFile()
 	if err := s.serve(); err != nil {
 		return err
 	}
 	go s.watchdog()
-	if err := os.WriteFile(s.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		s.log.Error("pid file", "err", err)
-	}
 	s.log.Info("deployer started", "pid", os.Getpid(), "version", buildinfo.Get().Version,
 		"git_http", s.cfg.Git.HTTPListen, "git_ssh", s.cfg.Git.SSHListen, "socket", s.socket(),
 		"data_dir", s.cfg.DataDir, "config", s.cfg.File)
@@ -249,6 +249,13 @@ func (s *Server) Serve() error {
 	return ErrServerClosed
 }
 
+// writePidFile names this process in data_dir/deployer.pid.
+func (s *Server) writePidFile() {
+	if err := os.WriteFile(s.pidFile(), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		s.log.Error("pid file", "err", err)
+	}
+}
+
 // serve starts the servers on the listeners open() got and brings the apps
 // up in the background; ready is closed once they are.
 func (s *Server) serve() error {
@@ -257,15 +264,16 @@ func (s *Server) serve() error {
 	d := s.d
 	s.ctl = &http.Server{Handler: s.controlHandler(d)}
 	go s.ctl.Serve(s.ctlLn)
+	limits := gitserver.Limits{
+		MaxConns: s.cfg.Git.MaxConnections, Handshake: s.cfg.Git.HandshakeTimeout,
+		Idle: s.cfg.Git.IdleTimeout, Stall: s.cfg.Git.StallTimeout,
+	}
 	if s.gitLn != nil {
-		s.git = &http.Server{
-			Handler: &gitserver.HTTP{
-				Apps: d, Tokens: gitserver.Tokens{File: s.cfg.Git.TokensFile}, Socket: s.socket(), HookDir: s.hookDir(),
-				MaxPack: int64(s.cfg.Git.MaxPackSize), Log: s.log, AuthDelay: 300 * time.Millisecond,
-			},
-			ReadHeaderTimeout: 30 * time.Second,
-		}
-		go s.serveGit(s.git, s.gitLn)
+		s.git = (&gitserver.HTTP{
+			Apps: d, Tokens: gitserver.Tokens{File: s.cfg.Git.TokensFile}, Socket: s.socket(), HookDir: s.hookDir(),
+			MaxPack: int64(s.cfg.Git.MaxPackSize), Log: s.log, AuthDelay: 300 * time.Millisecond, Limits: limits,
+		}).Server()
+		go s.serveGit(s.git, gitserver.NewListener(s.gitLn, limits, s.log, "git http"))
 		if s.cfg.Git.TokensFile == "" {
 			s.log.Warn("git.tokens_file is not set: every HTTP push will be refused")
 		}
@@ -277,7 +285,7 @@ func (s *Server) serve() error {
 		}
 		srv, err := (&gitserver.SSH{
 			Apps: d, AuthorizedKeys: s.cfg.Git.AuthorizedKeys, Socket: s.socket(), HookDir: s.hookDir(),
-			MaxPack: int64(s.cfg.Git.MaxPackSize), Log: s.log, AuthDelay: 300 * time.Millisecond,
+			MaxPack: int64(s.cfg.Git.MaxPackSize), Log: s.log, AuthDelay: 300 * time.Millisecond, Limits: limits,
 		}).Server(hostKey)
 		if err != nil {
 			return fmt.Errorf("git.ssh_listen: %w", err)
@@ -287,7 +295,7 @@ func (s *Server) serve() error {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, ssh.ErrServerClosed) {
 				s.log.Error("git ssh", "err", err)
 			}
-		}(s.sshLn)
+		}(gitserver.NewListener(s.sshLn, limits, s.log, "git ssh"))
 		if s.cfg.Git.AuthorizedKeys == "" {
 			s.log.Warn("git.authorized_keys is not set: every SSH push will be refused")
 		}

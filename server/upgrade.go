@@ -191,6 +191,7 @@ func (s *Server) retake() error {
 	if err := s.open(); err != nil {
 		return err
 	}
+	s.writePidFile() // the new daemon may have written its own before it died
 	return s.serve()
 }
 

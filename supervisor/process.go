@@ -33,6 +33,11 @@ type WorkerRecord struct {
 	Restarts int    `json:"restarts"`
 	Since    string `json:"since"`            // RFC 3339, when the process started
 	Cgroup   string `json:"cgroup,omitempty"` // its group in the daemon's cgroup tree
+	// Draining is when the process was sent its stop signal (RFC 3339), if
+	// it was: the daemon that adopts it must not signal it again (a second
+	// stop signal cuts a worker's drain short, resetting its requests in
+	// flight), only wait out the rest of drain_timeout.
+	Draining string `json:"draining,omitempty"`
 }
 
 // startTicks reads a process's start time (clock ticks since boot) from

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Socket is one listening socket the daemon holds for an app. The daemon
@@ -170,4 +173,81 @@ func fdNames(ss []*Socket) string {
 		names[i] = s.Name
 	}
 	return strings.Join(names, ":")
+}
+
+// SocketFromWorkers takes app's listening socket on addr back from a
+// running worker (pidfd_getfd): for when no other copy survived a crash
+// (the keeper died while no daemon ran) and the workers' hold on the
+// address keeps it from being opened again. The worker got it as fd 3+i,
+// but an app may have moved it since, so every socket the worker holds is
+// looked at, and only a listening TCP socket bound to addr's port is taken.
+// Only a recorded worker whose pid still names the same process (start
+// time) is used. It needs the right to ptrace the worker (the daemon's user
+// with a permissive kernel.yama.ptrace_scope, or CAP_SYS_PTRACE).
+func SocketFromWorkers(recs []WorkerRecord, addr, name string) (*Socket, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	last := errors.New("no recorded worker runs")
+	for _, rec := range recs {
+		pidfd, err := unix.PidfdOpen(rec.PID, 0)
+		if err != nil {
+			continue
+		}
+		if ticks, err := startTicks(rec.PID); err != nil || ticks != rec.Started {
+			unix.Close(pidfd)
+			continue
+		}
+		s, err := listenerOf(pidfd, rec.PID, port, addr, name)
+		unix.Close(pidfd)
+		if err == nil {
+			return s, nil
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("take %s back from a worker: %w", addr, last)
+}
+
+// listenerOf takes the listening TCP socket on port from process pid.
+func listenerOf(pidfd, pid int, port, addr, name string) (*Socket, error) {
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		n, cerr := strconv.Atoi(e.Name())
+		if err != nil || cerr != nil || !strings.HasPrefix(target, "socket:") {
+			continue
+		}
+		fd, err := unix.PidfdGetfd(pidfd, n, 0)
+		if err != nil {
+			return nil, fmt.Errorf("take fd %d of pid %d: %w", n, pid, err)
+		}
+		if !listeningOn(fd, port) {
+			unix.Close(fd)
+			continue
+		}
+		return SocketFromFile(os.NewFile(uintptr(fd), name), addr, name)
+	}
+	return nil, fmt.Errorf("pid %d holds no socket listening on port %s", pid, port)
+}
+
+// listeningOn reports whether fd is a listening TCP socket on port.
+func listeningOn(fd int, port string) bool {
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v != 1 {
+		return false
+	}
+	if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_STREAM {
+		return false
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return false
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return strconv.Itoa(a.Port) == port
+	case *unix.SockaddrInet6:
+		return strconv.Itoa(a.Port) == port
+	}
+	return false
 }

@@ -70,9 +70,12 @@ type worker struct {
 	status WorkerStatus
 	ticks  uint64 // start time of the current process, for WorkerRecord
 	group  string // the current process's cgroup, for WorkerRecord
-	note   string // the last STATUS= the worker sent
-	err    error  // why the worker stopped on its own
-	tail   *tailBuffer
+	// drainSince is when the current process was sent the stop signal, by
+	// this daemon or (adopted) a previous one; zero if it was not.
+	drainSince time.Time
+	note       string // the last STATUS= the worker sent
+	err        error  // why the worker stopped on its own
+	tail       *tailBuffer
 }
 
 func newWorker(spec workerSpec, adopted *process, rec WorkerRecord) *worker {
@@ -88,6 +91,9 @@ func newWorker(spec workerSpec, adopted *process, rec WorkerRecord) *worker {
 	if adopted != nil {
 		w.ticks, w.group = adopted.started, rec.Cgroup
 		w.status.PID, w.status.State, w.status.Started = adopted.pid, Running, time.Now()
+		if t, err := time.Parse(time.RFC3339Nano, rec.Draining); err == nil && rec.Draining != "" {
+			w.drainSince = t
+		}
 	}
 	go w.run(adopted)
 	return w
@@ -108,8 +114,12 @@ func (w *worker) record() (WorkerRecord, bool) {
 	if s.PID == 0 || s.State == Stopped || s.State == Backoff {
 		return WorkerRecord{}, false
 	}
-	return WorkerRecord{Index: s.Index, PID: s.PID, Started: w.ticks, Restarts: s.Restarts,
-		Since: s.Started.UTC().Format(time.RFC3339Nano), Cgroup: w.group}, true
+	r := WorkerRecord{Index: s.Index, PID: s.PID, Started: w.ticks, Restarts: s.Restarts,
+		Since: s.Started.UTC().Format(time.RFC3339Nano), Cgroup: w.group}
+	if !w.drainSince.IsZero() {
+		r.Draining = w.drainSince.UTC().Format(time.RFC3339Nano)
+	}
+	return r, true
 }
 
 func (w *worker) set(f func(*WorkerStatus)) {
@@ -393,7 +403,7 @@ func (w *worker) startOnce() (*process, error) {
 		}
 	}
 	w.mu.Lock()
-	w.ticks, w.group = ticks, ""
+	w.ticks, w.group, w.drainSince = ticks, "", time.Time{}
 	if g != nil {
 		w.group = g.Name
 	}
@@ -463,11 +473,25 @@ func waitOutput(copied <-chan struct{}) {
 // drain sends the stop signal to the worker's group, waits drainTimeout,
 // then kills the group; the process is always reaped (or, adopted, seen
 // gone). It returns false if the worker was detached before that: the
-// process is left draining, for the next daemon.
+// process is left draining, for the next daemon. A process a previous
+// daemon already sent the stop signal is not sent it again (a second one
+// forces the drain): it gets what is left of drainTimeout.
 func (w *worker) drain(proc *process) bool {
-	w.set(func(s *WorkerStatus) { s.State = Draining })
-	signalGroup(proc.pid, w.spec.stopSignal)
-	t := time.NewTimer(w.spec.drainTimeout)
+	w.mu.Lock()
+	w.status.State = Draining
+	since := w.drainSince
+	w.mu.Unlock()
+	timeout := w.spec.drainTimeout
+	if since.IsZero() {
+		signalGroup(proc.pid, w.spec.stopSignal)
+		w.mu.Lock()
+		w.drainSince = time.Now()
+		w.mu.Unlock()
+		w.changed() // saved, so that the next daemon does not signal it again
+	} else {
+		timeout = max(0, timeout-time.Since(since))
+	}
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-proc.exit:

@@ -10,11 +10,14 @@ import (
 func checkCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "check",
-		Short: "validate the config and print the effective settings",
+		Short: "validate the config (credentials files included) and print the effective settings",
 		Args:  usage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd)
 			if err != nil {
+				return err
+			}
+			if err := cfg.CheckCredentials(); err != nil {
 				return err
 			}
 			out, err := yaml.Marshal(cfg)

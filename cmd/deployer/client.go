@@ -13,6 +13,7 @@ import (
 	"github.com/deployer/deployer/deployer"
 	"github.com/deployer/deployer/hooks"
 	"github.com/deployer/deployer/hooks/gitserver"
+	"github.com/deployer/deployer/internal/escape"
 	"github.com/spf13/cobra"
 )
 
@@ -121,7 +122,7 @@ func lastDeploy(s deployer.Status) string {
 	if e == nil {
 		return "-"
 	}
-	out := fmt.Sprintf("%s %s by %s, %s ago", e.Event, e.Release, e.By, time.Since(e.Time).Round(time.Second))
+	out := fmt.Sprintf("%s %s by %s, %s ago", e.Event, e.Release, escape.Controls(e.By), time.Since(e.Time).Round(time.Second))
 	if e.Event == "failure" {
 		out += ": " + trim(e.Detail, 60)
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,4 +63,83 @@ func TestKillDuringBuildLeavesAConsistentState(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestKillDuringTheDrainLetsBlueFinishItsRequests: the daemon is killed
+// after cut-over, while blue drains with requests in flight. The next
+// daemon finishes the drain without signalling blue a second time (which
+// would cut the worker's drain short and reset those requests): they
+// complete, and blue then exits.
+func TestKillDuringTheDrainLetsBlueFinishItsRequests(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "open")
+	d := newDaemon(t, "") // drain_timeout: 10s
+	r := newAppRepo(t)
+	slow := withMain(t, r, `mux.HandleFunc("/", `, `mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		for {
+			if _, err := os.Stat("`+gate+`"); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		fmt.Fprint(w, answer)
+	})
+	mux.HandleFunc("/", `)
+	slow = strings.Replace(slow, `"strings"`, `"strings"
+	"time"`, 1)
+	r.commit("slow", map[string]string{"main.go": slow})
+	r.mustPush(d)
+	blue := d.workerPIDs()
+
+	type result struct {
+		body string
+		err  error
+	}
+	const inFlight = 4
+	results := make(chan result, inFlight)
+	for range inFlight {
+		go func() {
+			c := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
+			resp, err := c.Get("http://" + d.appAddr + "/slow")
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			results <- result{string(b), err}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // the requests reach blue
+
+	r.commit("two", map[string]string{"message.txt": "two"})
+	go r.push(d.url(testToken))
+	workers := filepath.Join(d.dir, "data/apps/hello/workers.json")
+	testutil.WaitFor(t, 60*time.Second, "blue to drain", func() bool {
+		b, _ := os.ReadFile(workers)
+		return strings.Contains(string(b), `"role": "draining"`)
+	})
+	time.Sleep(500 * time.Millisecond) // blue got its stop signal
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+	d.start()
+	testutil.WaitFor(t, 30*time.Second, "the new daemon to adopt v2", func() bool {
+		return strings.Contains(d.log.String(), "retiring workers a previous daemon left")
+	})
+	time.Sleep(time.Second) // time enough for a second stop signal to do harm
+	os.WriteFile(gate, nil, 0o644)
+	for range inFlight {
+		res := <-results
+		if res.err != nil || !strings.HasPrefix(res.body, "hello from v1 ") {
+			t.Fatalf("a request in flight on draining blue: %q %v\n%s", res.body, res.err, d.log)
+		}
+	}
+	testutil.WaitFor(t, 30*time.Second, "blue to exit", func() bool {
+		for _, pid := range blue {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	d.serves("v2")
 }

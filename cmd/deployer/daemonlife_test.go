@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -211,4 +213,66 @@ func TestAPushInFlightFinishesBeforeTheUpgradeHandsOver(t *testing.T) {
 	r.commit("three", map[string]string{"message.txt": "three"})
 	r.mustPush(d) // the new daemon takes pushes (the build is still gated open)
 	d.serves("v3")
+}
+
+// TestAClientSaysTheDaemonIsDownWhileOnlyTheKeeperHoldsItsSocket: after a
+// kill -9 the keeper still holds the control socket, so a connection would
+// wait in its queue for the next daemon; a client command says at once that
+// the daemon is not running, exits 1, and talks to the next daemon.
+func TestAClientSaysTheDaemonIsDownWhileOnlyTheKeeperHoldsItsSocket(t *testing.T) {
+	d := newDaemon(t, "")
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+	type answer struct {
+		out string
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() { out, err := d.cli("status"); got <- answer{out, err} }()
+	select {
+	case a := <-got:
+		var ee *exec.ExitError
+		if !errors.As(a.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(a.out, "not running") {
+			t.Fatalf("status with no daemon: %v\n%s", a.err, a.out)
+		}
+	case <-time.After(10 * time.Second):
+		d.start() // lets the hung client go
+		t.Fatal("status with no daemon running hung instead of saying so")
+	}
+	d.start()
+	d.mustCLI("status")
+}
+
+// keeperPID is the pid of the descriptor keeper of d.
+func (d *daemon) keeperPID() int {
+	d.t.Helper()
+	for _, pid := range processesUnder(d.dir) {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); strings.Contains(string(b), "fdstore") {
+			return pid
+		}
+	}
+	d.t.Fatal("no descriptor keeper runs")
+	return 0
+}
+
+// TestTheNextDaemonTakesTheSocketsBackFromTheWorkersWhenTheKeeperDiedToo:
+// the daemon and then its keeper are killed; only the workers still hold
+// the app's socket. The next daemon takes it back from a worker
+// (pidfd_getfd), adopts them, and serves and reloads as usual.
+func TestTheNextDaemonTakesTheSocketsBackFromTheWorkersWhenTheKeeperDiedToo(t *testing.T) {
+	d := newDaemon(t, "")
+	r := newAppRepo(t)
+	r.mustPush(d)
+	pids := d.workerPIDs()
+	keeper := d.keeperPID()
+	l := testutil.StartLoad(t, "http://"+d.appAddr+"/", 4)
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+	syscall.Kill(keeper, syscall.SIGKILL)
+	testutil.WaitFor(t, 10*time.Second, "the keeper to be gone", func() bool { return !alive(keeper) })
+	d.start()
+	testutil.WaitFor(t, 30*time.Second, "the workers to be adopted", func() bool { return len(d.workerPIDs()) == 2 })
+	l.Finish(t, "kill -9 of the daemon and its keeper, and a restart", 50)
+	d.sameWorkers(pids)
+	d.reloadReplaces(pids)
 }

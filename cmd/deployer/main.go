@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/internal/escape"
 	"github.com/spf13/cobra"
 )
 
@@ -32,7 +33,8 @@ func main() {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(serveCmd(), checkCmd(), statusCmd(), releasesCmd(), rollbackCmd(), deployCmd(), reloadCmd(), cleanupCmd(), logsCmd(), cancelCmd(), hookCmd(), tokenCmd(), versionCmd(), upgradeCmd(), fdstoreCmd())
 	if err := root.ExecuteContext(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, "deployer:", err)
+		// The daemon's errors can quote a commit or a failure reason.
+		fmt.Fprintln(os.Stderr, "deployer:", escape.Controls(err.Error()))
 		var ue usageError
 		if errors.As(err, &ue) {
 			os.Exit(2)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/control"
+	"github.com/deployer/deployer/internal/escape"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
@@ -171,7 +172,7 @@ func releasesCmd() *cobra.Command {
 					status += " (" + trim(r.Reason, 40) + ")"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1fs\t%s\t%s\n", mark, r.ID, shortRev(r.Revision), status,
-					r.Created.Local().Format(time.DateTime), r.BuildSeconds, r.Pusher, trim(r.Message, 50))
+					r.Created.Local().Format(time.DateTime), r.BuildSeconds, escape.Controls(r.Pusher), trim(r.Message, 50))
 			}
 			return tw.Flush()
 		},
@@ -187,12 +188,14 @@ func shortRev(r string) string {
 	return r
 }
 
+// trim makes text from a repository (a commit subject, a failure reason)
+// fit a column: one line, its control characters escaped, at most n runes.
 func trim(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		return s[:n-1] + "…"
+	r := []rune(escape.Controls(strings.Join(strings.Fields(s), " ")))
+	if len(r) > n {
+		return string(r[:n-1]) + "…"
 	}
-	return s
+	return string(r)
 }
 
 func logsCmd() *cobra.Command {

@@ -21,13 +21,27 @@ func serveCmd() *cobra.Command {
 		Short: "run the daemon: git receivers, worker pools, control socket",
 		Args:  usage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
+			file, _ := cmd.Flags().GetString("config")
+			cfg, err := loadServeConfig(file)
 			if err != nil {
 				return err
 			}
 			return runServer(cfg)
 		},
 	}
+}
+
+// loadServeConfig is the config the daemon runs on: loaded, validated, and
+// with its credentials files readable.
+func loadServeConfig(file string) (*config.Config, error) {
+	cfg, err := config.Load(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckCredentials(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 func newLogger(cfg *config.Config) *slog.Logger {
@@ -70,7 +84,7 @@ func handleSignals(srv *server.Server, file string, log *slog.Logger, sigs chan 
 		case syscall.SIGHUP:
 			log.Info("SIGHUP: re-reading the config", "file", file)
 			go func() {
-				next, err := config.Load(file)
+				next, err := loadServeConfig(file)
 				if err != nil {
 					log.Error("config reload rejected; the running state is unchanged", "err", err)
 					return

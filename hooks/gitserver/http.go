@@ -30,11 +30,33 @@ type HTTP struct {
 	Log     *slog.Logger
 	// AuthDelay slows down each failed authentication.
 	AuthDelay time.Duration
+	// Limits bound idle and stalled connections; serve on a Listener with
+	// the same Limits for the connection cap.
+	Limits Limits
+}
+
+// Server is the http.Server for h. Its own timeouts back up the Listener's
+// timers: request headers must arrive within Limits.Handshake, and a
+// keep-alive connection is closed after Limits.Idle.
+func (h *HTTP) Server() *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: h.Limits.Handshake,
+		IdleTimeout:       h.Limits.Idle,
+		ConnContext:       withConn,
+	}
 }
 
 var services = map[string]bool{"git-upload-pack": true, "git-receive-pack": true}
 
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		// A body the handler does not read (a refused request's) is read
+		// and discarded after it returns, for keep-alive: bound that too.
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(h.Limits.Stall))
+		defer func() { _ = rc.SetReadDeadline(time.Now().Add(h.Limits.Stall)) }()
+	}
 	name, action, ok := splitPath(r.URL.Path)
 	if !ok {
 		http.NotFound(w, r)
@@ -53,9 +75,15 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "authentication required: use a token from the tokens file as the password", http.StatusUnauthorized)
 		return
 	}
+	defer busy(r.Context())()
 	app, err := h.Apps.App(name)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("no app %q here", name), http.StatusNotFound)
+		return
+	}
+	if reason := notAdmitted(app, pusher); reason != "" {
+		h.Log.Warn("git: pusher not admitted", "app", name, "pusher", pusher, "peer", r.RemoteAddr)
+		http.Error(w, reason, http.StatusForbidden) // git shows a text/plain body as "remote:" lines
 		return
 	}
 	switch {
@@ -112,7 +140,9 @@ func (h *HTTP) infoRefs(w http.ResponseWriter, r *http.Request, app *deployer.Ap
 }
 
 func (h *HTTP) rpc(w http.ResponseWriter, r *http.Request, app *deployer.App, svc, pusher string) {
-	body := io.Reader(r.Body)
+	rc := http.NewResponseController(w)
+	stalling := &stallReader{r: r.Body, rc: rc, stall: h.Limits.Stall}
+	body := io.Reader(stalling)
 	if r.Header.Get("Content-Encoding") == "gzip" {
 		gz, err := gzip.NewReader(r.Body)
 		if err != nil {
@@ -126,12 +156,17 @@ func (h *HTTP) rpc(w http.ResponseWriter, r *http.Request, app *deployer.App, sv
 	cmd.Stdin = body
 	w.Header().Set("Content-Type", "application/x-"+svc+"-result")
 	w.Header().Set("Cache-Control", "no-cache")
-	cmd.Stdout = drained(&flushWriter{w: w, rc: http.NewResponseController(w)})
+	cmd.Stdout = drained(&flushWriter{w: w, rc: rc, stall: h.Limits.Stall})
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	start := time.Now()
-	defer http.NewResponseController(w).SetWriteDeadline(time.Time{}) // the connection may serve another request
+	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve another request
 	if err := cmd.Run(); err != nil {
+		if stalling.stalled {
+			h.Log.Warn("git: "+svc+": the client sent nothing for stall_timeout: cut", "app", app.Name(),
+				"peer", r.RemoteAddr, "pusher", pusher, "stall_timeout", h.Limits.Stall)
+			return
+		}
 		h.Log.Warn("git: "+svc, "app", app.Name(), "peer", r.RemoteAddr, "err", err, "stderr", strings.TrimSpace(stderr.String()))
 		return
 	}
@@ -140,13 +175,14 @@ func (h *HTTP) rpc(w http.ResponseWriter, r *http.Request, app *deployer.App, sv
 
 // flushWriter sends each chunk at once, so "remote:" progress is live.
 type flushWriter struct {
-	w  io.Writer
-	rc *http.ResponseController
+	w     io.Writer
+	rc    *http.ResponseController
+	stall time.Duration
 }
 
 func (f *flushWriter) Write(b []byte) (int, error) {
 	// A client that stops reading must not pin git (and the deploy's output) forever.
-	_ = f.rc.SetWriteDeadline(time.Now().Add(time.Minute))
+	_ = f.rc.SetWriteDeadline(time.Now().Add(f.stall))
 	n, err := f.w.Write(b)
 	if err == nil {
 		err = f.rc.Flush()

@@ -33,14 +33,13 @@ type SSH struct {
 	Log            *slog.Logger
 	// AuthDelay slows down each failed authentication.
 	AuthDelay time.Duration
+	// Limits bound idle and stalled connections; serve on a Listener with
+	// the same Limits for the connection cap and the handshake and idle
+	// timeouts.
+	Limits Limits
 }
 
 type pusherKey struct{}
-
-type rawConnKey struct{}
-
-// preAuthTimeout bounds the handshake and authentication of a connection.
-const preAuthTimeout = 30 * time.Second
 
 // tolerated are authorized_keys options that restrict what this server never
 // allows anyway, or that carry nothing it uses.
@@ -107,14 +106,25 @@ func (s *SSH) Server(hostKeyFile string) (*ssh.Server, error) {
 		Handler:          s.handle,
 		PublicKeyHandler: s.authorize,
 		PtyCallback:      func(ssh.Context, ssh.Pty) bool { return false },
-		// An unauthenticated connection gets preAuthTimeout to finish its
-		// handshake; authorize lifts the deadline.
+		// The Listener's timers, not deadlines, bound the handshake and
+		// idle time: the server sets the connection's deadline on every
+		// read and write (to none, without IdleTimeout or MaxTimeout), so
+		// a deadline set here would never fire. A session is what makes
+		// the connection busy: a key the client merely offers is accepted
+		// by authorize before the client proves it holds the private key.
 		ConnCallback: func(ctx ssh.Context, conn net.Conn) net.Conn {
-			_ = conn.SetDeadline(time.Now().Add(preAuthTimeout))
-			ctx.SetValue(rawConnKey{}, conn)
+			if c, ok := conn.(*Conn); ok {
+				ctx.SetValue(connKey{}, c)
+			}
 			return conn
 		},
 		ConnectionFailedCallback: func(conn net.Conn, err error) {
+			if errors.Is(err, net.ErrClosed) {
+				// The Listener closed it (handshake_timeout, or to make
+				// room): not worth a line each in a flood, nor a delay.
+				s.Log.Debug("ssh: connection closed before a session", "peer", conn.RemoteAddr().String())
+				return
+			}
 			s.Log.Warn("ssh: connection failed", "peer", conn.RemoteAddr().String(), "err", err)
 			time.Sleep(s.AuthDelay) // slows down guessing; bounded and constant
 		},
@@ -151,9 +161,6 @@ func (s *SSH) authorize(ctx ssh.Context, key ssh.PublicKey) bool {
 			comment = gossh.FingerprintSHA256(key)
 		}
 		ctx.SetValue(pusherKey{}, comment)
-		if conn, ok := ctx.Value(rawConnKey{}).(net.Conn); ok {
-			_ = conn.SetDeadline(time.Time{}) // authenticated: a deploy may take long
-		}
 		return true
 	}
 	s.Log.Info("ssh: key not authorized", "peer", ctx.RemoteAddr().String(), "key", gossh.FingerprintSHA256(key))
@@ -163,6 +170,7 @@ func (s *SSH) authorize(ctx ssh.Context, key ssh.PublicKey) bool {
 var sshCommandRE = regexp.MustCompile(`^(git-receive-pack|git-upload-pack|git receive-pack|git upload-pack) +'?(/?[^' ]+?)'?$`)
 
 func (s *SSH) handle(sess ssh.Session) {
+	defer busy(sess.Context())()
 	peer := sess.RemoteAddr().String()
 	refuse := func(reason string) {
 		s.Log.Warn("ssh: refused", "peer", peer, "user", sess.User(), "command", sess.RawCommand(), "reason", reason)
@@ -191,6 +199,10 @@ func (s *SSH) handle(sess ssh.Session) {
 		return
 	}
 	pusher, _ := sess.Context().Value(pusherKey{}).(string)
+	if reason := notAdmitted(app, pusher); reason != "" {
+		refuse(reason)
+		return
+	}
 	protocol := ""
 	for _, kv := range sess.Environ() {
 		if v, ok := strings.CutPrefix(kv, "GIT_PROTOCOL="); ok {
@@ -199,7 +211,19 @@ func (s *SSH) handle(sess ssh.Session) {
 	}
 	cmd := gitCommand(sess.Context(), gitSetup{Socket: s.Socket, HookDir: s.HookDir, MaxPack: s.MaxPack},
 		app, svc, pusher, protocol)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = sess, drained(sess), drained(sess.Stderr())
+	// A client that stops taking the answer is cut after Limits.Stall.
+	// Reads are not bounded: once the pack is in, the client rightly sends
+	// nothing while the deploy runs, and SSH does not say where the pack
+	// ends. TCP keep-alive finds a client that is gone.
+	cut := func() {
+		if conn, ok := sess.Context().Value(ssh.ContextKeyConn).(gossh.Conn); ok {
+			s.Log.Warn("ssh: client stopped reading: connection closed", "peer", peer, "app", name)
+			conn.Close()
+		}
+	}
+	cmd.Stdin = sess
+	cmd.Stdout = drained(&stallWriter{w: sess, stall: s.Limits.Stall, cut: cut})
+	cmd.Stderr = drained(&stallWriter{w: sess.Stderr(), stall: s.Limits.Stall, cut: cut})
 	start := time.Now()
 	err = cmd.Run()
 	var exit *exec.ExitError
