@@ -68,8 +68,11 @@ func startCat(ctx context.Context, repo, mode string) (*catProc, error) {
 	return &catProc{cmd: cmd, in: in, out: bufio.NewReaderSize(out, 64<<10)}, nil
 }
 
+// close ends git at once: it only reads, and one left mid-object would
+// block on its pipe with nobody reading.
 func (p *catProc) close() {
 	p.in.Close()
+	_ = p.cmd.Process.Kill()
 	_ = p.cmd.Wait()
 }
 
