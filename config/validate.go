@@ -29,49 +29,8 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("log_format: %q is not text or json", c.LogFormat)
 	}
-	for _, p := range []struct {
-		key string
-		val *string
-	}{
-		{"git.tokens_file", &c.Git.TokensFile},
-		{"git.authorized_keys", &c.Git.AuthorizedKeys},
-		{"git.ssh_host_key", &c.Git.SSHHostKey},
-		{"git.tls_cert", &c.Git.TLSCert},
-		{"git.tls_key", &c.Git.TLSKey},
-	} {
-		if *p.val == "" {
-			continue
-		}
-		if *p.val, err = c.abs(*p.val); err != nil {
-			return fmt.Errorf("%s: %w", p.key, err)
-		}
-	}
-	if (c.Git.TLSCert == "") != (c.Git.TLSKey == "") {
-		return fmt.Errorf("git.tls_cert: tls_cert and tls_key must be set together")
-	}
-	if c.Git.MaxPackSize <= 0 {
-		return fmt.Errorf("git.max_pack_size: must be positive")
-	}
-	if c.Git.MaxReleaseSize <= 0 {
-		return fmt.Errorf("git.max_release_size: must be positive")
-	}
-	if c.Git.LockTimeout <= 0 {
-		return fmt.Errorf("git.lock_timeout: must be positive")
-	}
-	if c.Git.MaxConnections < 1 {
-		return fmt.Errorf("git.max_connections: must be at least 1")
-	}
-	for _, d := range []struct {
-		key string
-		val time.Duration
-	}{
-		{"git.handshake_timeout", c.Git.HandshakeTimeout},
-		{"git.idle_timeout", c.Git.IdleTimeout},
-		{"git.stall_timeout", c.Git.StallTimeout},
-	} {
-		if d.val <= 0 {
-			return fmt.Errorf("%s: must be positive", d.key)
-		}
+	if err := c.validateGit(); err != nil {
+		return err
 	}
 	seen := map[string]string{}
 	claim := func(key, addr string) error {
@@ -242,4 +201,54 @@ func ParseSignal(s string) (syscall.Signal, error) {
 func (a *App) Signal() syscall.Signal {
 	sig, _ := ParseSignal(a.StopSignal)
 	return sig
+}
+
+// validateGit checks the git: section and makes its paths absolute.
+func (c *Config) validateGit() error {
+	var err error
+	for _, p := range []struct {
+		key string
+		val *string
+	}{
+		{"git.tokens_file", &c.Git.TokensFile},
+		{"git.authorized_keys", &c.Git.AuthorizedKeys},
+		{"git.ssh_host_key", &c.Git.SSHHostKey},
+		{"git.tls_cert", &c.Git.TLSCert},
+		{"git.tls_key", &c.Git.TLSKey},
+	} {
+		if *p.val == "" {
+			continue
+		}
+		if *p.val, err = c.abs(*p.val); err != nil {
+			return fmt.Errorf("%s: %w", p.key, err)
+		}
+	}
+	if (c.Git.TLSCert == "") != (c.Git.TLSKey == "") {
+		return fmt.Errorf("git.tls_cert: tls_cert and tls_key must be set together")
+	}
+	if c.Git.MaxPackSize <= 0 {
+		return fmt.Errorf("git.max_pack_size: must be positive")
+	}
+	if c.Git.MaxReleaseSize <= 0 {
+		return fmt.Errorf("git.max_release_size: must be positive")
+	}
+	if c.Git.LockTimeout <= 0 {
+		return fmt.Errorf("git.lock_timeout: must be positive")
+	}
+	if c.Git.MaxConnections < 1 {
+		return fmt.Errorf("git.max_connections: must be at least 1")
+	}
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{
+		{"git.handshake_timeout", c.Git.HandshakeTimeout},
+		{"git.idle_timeout", c.Git.IdleTimeout},
+		{"git.stall_timeout", c.Git.StallTimeout},
+	} {
+		if d.val <= 0 {
+			return fmt.Errorf("%s: must be positive", d.key)
+		}
+	}
+	return nil
 }
