@@ -2,9 +2,11 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/deployer/deployer/releases"
@@ -160,12 +162,16 @@ func (j *job) failed(rel *releases.Release, step string, err error) error {
 			}
 		}
 	}
-	// A failed tree is never run again, and it may be what filled the
-	// disk: it goes, and with the space back the failure can be recorded
-	// if that failed at first.
-	if rerr := j.store.RemoveTree(rel.ID); rerr != nil {
-		j.pr.Info("the tree of %s could not be removed: %v", rel.ID, rerr)
-		j.log.Warn("failed release: tree not removed", "release", rel.ID, "err", rerr)
+	// A tree that failed to be made (a checkout cut short, too large, or a
+	// full disk) is never run and may be what filled the disk: it goes, and
+	// with the space back the failure can be recorded if that failed at
+	// first. A tree that was made but failed later (build, health check) is
+	// kept for inspection; retention keeps only the newest such one.
+	if step == "checkout" || serr != nil || errors.Is(err, syscall.ENOSPC) {
+		if rerr := j.store.RemoveTree(rel.ID); rerr != nil {
+			j.pr.Info("the tree of %s could not be removed: %v", rel.ID, rerr)
+			j.log.Warn("failed release: tree not removed", "release", rel.ID, "err", rerr)
+		}
 	}
 	if serr != nil {
 		serr = j.save(rel)

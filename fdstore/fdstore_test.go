@@ -190,3 +190,48 @@ func TestHelperKeeper(t *testing.T) {
 	}
 	os.Exit(2)
 }
+
+// A keeper whose fd table fills up must refuse new names rather than end
+// up unable to accept or to copy what it holds: LIST then sent nothing at
+// all (silently), and accept's EMFILE made the keeper exit, closing every
+// listener it held, so the next daemon failed with EADDRINUSE.
+func TestAFullKeeperRefusesNewNamesAndStillLists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fdstore.sock")
+	k, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.max = 2
+	go k.Serve()
+	c, err := Open(path, "/nonexistent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Quit() }()
+	f, _ := os.Open(os.DevNull)
+	defer f.Close()
+	put := func(name string) error {
+		var perr error
+		rc, _ := f.SyscallConn()
+		rc.Control(func(fd uintptr) { perr = c.Put(name, int(fd)) })
+		return perr
+	}
+	for _, n := range []string{"a", "b"} {
+		if err := put(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := put("c"); err == nil {
+		t.Fatal("a third name was kept beyond the limit")
+	}
+	if err := put("a"); err != nil {
+		t.Fatalf("replacing a held name: %v", err)
+	}
+	got, err := c.List()
+	if err != nil || len(got) != 2 {
+		t.Fatalf("List: %v %v", got, err)
+	}
+	for _, g := range got {
+		g.Close()
+	}
+}

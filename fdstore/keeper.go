@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +19,7 @@ type Keeper struct {
 
 	mu  sync.Mutex
 	fds map[string]int
+	max int // most names held: the rest of the fd table stays free for LIST and accept
 }
 
 // Listen opens the keeper's socket at path, owner-only, replacing a stale
@@ -32,7 +34,17 @@ func Listen(path string) (*Keeper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fdstore: %w", err)
 	}
-	return &Keeper{ln: ln, fds: map[string]int{}}, nil
+	return &Keeper{ln: ln, fds: map[string]int{}, max: maxEntries()}, nil
+}
+
+// maxEntries leaves room under RLIMIT_NOFILE for connections and the copies
+// a LIST sends: a full table would make accept fail and LIST send nothing.
+func maxEntries() int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<20 {
+		return 1 << 16
+	}
+	return max(int(rl.Cur)/2-64, 16)
 }
 
 // Serve answers requests until a QUIT, then closes every descriptor held.
@@ -51,6 +63,12 @@ func (k *Keeper) Serve() error {
 				k.closeAll()
 				return nil
 			default:
+			}
+			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) ||
+				errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ECONNABORTED) || errors.Is(err, unix.EINTR) {
+				// Never exit for a passing error: exiting closes what we hold.
+				time.Sleep(50 * time.Millisecond)
+				continue
 			}
 			return fmt.Errorf("fdstore: %w", err)
 		}
@@ -101,7 +119,11 @@ func (k *Keeper) serveConn(c *net.UnixConn) bool {
 				reply(c, "ERR PUT needs a name and one descriptor", -1)
 				continue
 			}
-			k.put(name, fds[0])
+			if !k.put(name, fds[0]) {
+				unix.Close(fds[0])
+				reply(c, "ERR the keeper is full", -1)
+				continue
+			}
 			reply(c, "OK", -1)
 		case "DEL":
 			closeFDs(fds)
@@ -121,14 +143,19 @@ func (k *Keeper) serveConn(c *net.UnixConn) bool {
 	}
 }
 
-func (k *Keeper) put(name string, fd int) {
+func (k *Keeper) put(name string, fd int) bool {
 	unix.CloseOnExec(fd)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if old, ok := k.fds[name]; ok {
+	old, ok := k.fds[name]
+	if !ok && k.max > 0 && len(k.fds) >= k.max {
+		return false
+	}
+	if ok {
 		unix.Close(old)
 	}
 	k.fds[name] = fd
+	return true
 }
 
 func (k *Keeper) del(name string) {
@@ -146,18 +173,27 @@ func (k *Keeper) list(c *net.UnixConn) {
 	for n := range k.fds {
 		names = append(names, n)
 	}
-	sort.Strings(names)
-	fds := make([]int, len(names))
-	for i, n := range names {
-		// A copy, so a DEL racing with the send cannot close what is sent.
-		fds[i], _ = unix.FcntlInt(uintptr(k.fds[n]), unix.F_DUPFD_CLOEXEC, 0)
-	}
 	k.mu.Unlock()
-	for i, n := range names {
-		if fds[i] >= 0 {
-			reply(c, "FD "+n, fds[i])
-			unix.Close(fds[i])
+	sort.Strings(names)
+	for _, n := range names {
+		// One copy at a time, so a DEL racing with the send cannot close
+		// what is sent, and a failed copy is said, never skipped silently.
+		k.mu.Lock()
+		fd, ok := k.fds[n]
+		var err error
+		if ok {
+			fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		}
+		k.mu.Unlock()
+		if !ok {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			reply(c, "ERR cannot copy "+n+": "+err.Error(), -1)
+			return
+		}
+		reply(c, "FD "+n, fd)
+		unix.Close(fd)
 	}
 	reply(c, "END", -1)
 }

@@ -252,7 +252,7 @@ func (t *fds) openAppSocket(app string, i int, addr, fdName string) (*supervisor
 		return s, err
 	}
 	if recs := deployer.RecordedWorkers(t.dataDir, app); len(recs) > 0 {
-		s, werr := supervisor.SocketFromWorkers(recs, addr, fdName)
+		s, werr := supervisor.SocketFromWorkers(recs, app, addr, fdName)
 		if werr == nil {
 			return s, nil
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/deployer/deployer/internal/systemd"
 	"github.com/deployer/deployer/supervisor"
 	"github.com/gliderlabs/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // ErrServerClosed is what Serve returns after Shutdown or a handover to a
@@ -49,10 +50,12 @@ type Server struct {
 	sshLn net.Listener
 
 	notify  *supervisor.Notifier
-	cgroups *cgroup.Tree  // nil: process groups only
-	done    chan struct{} // closed when Serve must return
-	once    sync.Once
-	upgrade sync.Mutex // one upgrade at a time
+	cgroups *cgroup.Tree // nil: process groups only
+	// readyPipe is where an upgrading daemon waits for "ok"; nil if none.
+	readyPipe *os.File
+	done      chan struct{} // closed when Serve must return
+	once      sync.Once
+	upgrade   sync.Mutex // one upgrade at a time
 }
 
 // New prepares the daemon: data_dir, the git hook scripts, every
@@ -66,7 +69,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find own binary: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, exe: exe, started: time.Now(), done: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, exe: exe, started: time.Now(), done: make(chan struct{}), readyPipe: takeReadyPipe()}
+	// Nothing the daemon starts inherits what its own parent left open.
+	supervisor.CloseOnExecInherited()
 	if err := s.installHooks(); err != nil {
 		return nil, err
 	}
@@ -327,15 +332,34 @@ func (s *Server) serveGit(srv *http.Server, ln net.Listener) {
 // announceReady tells whoever waits that the daemon serves: the old daemon
 // of an upgrade (DEPLOYER_READY_FD), and systemd.
 func (s *Server) announceReady() {
-	if v := os.Getenv(readyFDEnv); v != "" {
-		os.Unsetenv(readyFDEnv)
-		if fd, err := strconv.Atoi(v); err == nil {
-			f := os.NewFile(uintptr(fd), "ready")
-			_, _ = f.Write([]byte("ok"))
-			f.Close()
-		}
+	if s.readyPipe != nil {
+		_, _ = s.readyPipe.Write([]byte("ok"))
+		s.readyPipe.Close()
+		s.readyPipe = nil
 	}
 	s.notifySystemd(systemd.Ready + "\n" + s.statusLine())
+}
+
+// takeReadyPipe takes the descriptor an upgrading daemon passed
+// (DEPLOYER_READY_FD), if it is one: a pipe. Anything else named there is
+// left alone, so a stray variable cannot make the daemon write to or close
+// a descriptor it uses for something else.
+func takeReadyPipe() *os.File {
+	v, ok := os.LookupEnv(readyFDEnv)
+	os.Unsetenv(readyFDEnv)
+	if !ok {
+		return nil
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "ready")
 }
 
 // daemon is the current deployer.Daemon: a failed upgrade replaces it.

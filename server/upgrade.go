@@ -101,7 +101,22 @@ func run(ctx context.Context, bin string, args ...string) ([]byte, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = systemd.ChildEnv(scrubbedEnv())
-	return cmd.CombinedOutput()
+	cmd.WaitDelay = 5 * time.Second // a child it left holding the output cannot hold the upgrade
+	var out limitedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.b.Bytes(), err
+}
+
+// limitedBuffer keeps the first 64 KiB written to it: a checked binary
+// cannot fill the daemon's memory with its output.
+type limitedBuffer struct{ b bytes.Buffer }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 64<<10 - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 func lastLine(b []byte) string {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"slices"
 	"sync"
 	"syscall"
@@ -144,5 +145,31 @@ func TestARecycledPidIsNeverAdopted(t *testing.T) {
 	}
 	if !running(rec.PID) {
 		t.Fatal("the refused adoption touched the process")
+	}
+}
+
+// TestAForgedRecordOfAnotherProcessIsNeverAdopted: a workers.json that
+// names another process of the daemon's user, with its true start time, is
+// refused: that process is not a worker of the app's release.
+func TestAForgedRecordOfAnotherProcessIsNeverAdopted(t *testing.T) {
+	ss := testSockets(t)
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+	ticks, err := startTicks(other.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := []WorkerRecord{{Index: 0, PID: other.Process.Pid, Started: ticks}}
+	if _, err := AdoptPool(testSpec(t, ss, helperStart(t), 1), forged, func(int) *os.File { return nil }); !errors.Is(err, ErrNotAdoptable) {
+		t.Fatalf("adopted a process that is not a worker: %v", err)
+	}
+	if !running(other.Process.Pid) {
+		t.Fatal("the refused adoption touched the process")
+	}
+	if got := sane([]WorkerRecord{{Index: 0}, {Index: 0}, {Index: 5}, {Index: 1}}, 2); len(got) != 2 {
+		t.Fatalf("sane kept %v, want one record per index below 2", got)
 	}
 }

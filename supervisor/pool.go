@@ -106,9 +106,10 @@ func AdoptPool(spec PoolSpec, recs []WorkerRecord, out func(pid int) *os.File) (
 		rec  WorkerRecord
 		proc *process
 	}
+	recs = sane(recs, spec.Workers)
 	var live []found
 	for _, rec := range recs {
-		proc, err := adoptProcess(rec, spec.Cgroups)
+		proc, err := adoptProcess(rec, spec.App, spec.Release, spec.Cgroups)
 		if err != nil {
 			continue
 		}
@@ -211,6 +212,22 @@ func (p *Pool) Status() []WorkerStatus {
 	out := make([]WorkerStatus, len(p.workers))
 	for i, w := range p.workers {
 		out[i] = w.Status()
+	}
+	return out
+}
+
+// sane keeps at most one record per worker index, and only indexes below
+// workers: a tampered workers.json cannot make a pool of more workers than
+// its release runs.
+func sane(recs []WorkerRecord, workers int) []WorkerRecord {
+	seen := map[int]bool{}
+	var out []WorkerRecord
+	for _, r := range recs {
+		if r.Index < 0 || r.Index >= workers || seen[r.Index] {
+			continue
+		}
+		seen[r.Index] = true
+		out = append(out, r)
 	}
 	return out
 }

@@ -64,7 +64,7 @@ func startTicks(pid int) (uint64, error) {
 // names that very process: same start time, so a recycled pid is never
 // adopted. Its exit is watched through a pidfd, which works for a process
 // that is not our child.
-func adoptProcess(rec WorkerRecord, tree *cgroup.Tree) (*process, error) {
+func adoptProcess(rec WorkerRecord, app, release string, tree *cgroup.Tree) (*process, error) {
 	pidfd, err := unix.PidfdOpen(rec.PID, unix.PIDFD_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("adopt pid %d: %w", rec.PID, err)
@@ -72,7 +72,7 @@ func adoptProcess(rec WorkerRecord, tree *cgroup.Tree) (*process, error) {
 	// Checked after the pidfd is open: from here on the pid cannot be
 	// recycled behind our back without the pidfd reporting the exit.
 	ticks, err := startTicks(rec.PID)
-	if err != nil || ticks != rec.Started {
+	if err != nil || ticks != rec.Started || !isWorkerOf(rec.PID, app, release) {
 		unix.Close(pidfd)
 		return nil, fmt.Errorf("adopt pid %d: %w", rec.PID, ErrNotAdoptable)
 	}
@@ -124,4 +124,21 @@ func reap(pid int) string {
 		return "signal: " + ws.Signal().String()
 	}
 	return "exited"
+}
+
+// isWorkerOf reports whether process pid was started as a worker of app's
+// release: its environment (as exec'd, /proc/PID/environ) says so. A
+// forged workers.json naming another process of the daemon's user (the
+// keeper, a shell) is refused, and nothing is signalled.
+func isWorkerOf(pid int, app, release string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	var okApp, okRelease bool
+	for _, kv := range strings.Split(string(b), "\x00") {
+		okApp = okApp || kv == "DEPLOYER_APP="+app
+		okRelease = okRelease || kv == "DEPLOYER_RELEASE="+release
+	}
+	return okApp && okRelease
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,7 +185,7 @@ func fdNames(ss []*Socket) string {
 // Only a recorded worker whose pid still names the same process (start
 // time) is used. It needs the right to ptrace the worker (the daemon's user
 // with a permissive kernel.yama.ptrace_scope, or CAP_SYS_PTRACE).
-func SocketFromWorkers(recs []WorkerRecord, addr, name string) (*Socket, error) {
+func SocketFromWorkers(recs []WorkerRecord, app, addr, name string) (*Socket, error) {
 	_, port, _ := net.SplitHostPort(addr)
 	last := errors.New("no recorded worker runs")
 	for _, rec := range recs {
@@ -192,7 +193,7 @@ func SocketFromWorkers(recs []WorkerRecord, addr, name string) (*Socket, error) 
 		if err != nil {
 			continue
 		}
-		if ticks, err := startTicks(rec.PID); err != nil || ticks != rec.Started {
+		if ticks, err := startTicks(rec.PID); err != nil || ticks != rec.Started || !isWorkerOfApp(rec.PID, app) {
 			unix.Close(pidfd)
 			continue
 		}
@@ -250,4 +251,10 @@ func listeningOn(fd int, port string) bool {
 		return strconv.Itoa(a.Port) == port
 	}
 	return false
+}
+
+// isWorkerOfApp reports whether pid was started as a worker of app.
+func isWorkerOfApp(pid int, app string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	return err == nil && slices.Contains(strings.Split(string(b), "\x00"), "DEPLOYER_APP="+app)
 }

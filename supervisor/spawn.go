@@ -71,6 +71,12 @@ func spawn(p procSpec) (int, error) {
 
 var cloexecInherited sync.Once
 
+// CloseOnExecInherited marks every descriptor above 2 the process inherited
+// close-on-exec, so that nothing it starts (the keeper, a build, git, a
+// worker) inherits what the daemon's own parent left open. The daemon calls
+// it first thing; workers' spawns call it too, in case.
+func CloseOnExecInherited() { cloexecInherited.Do(markInheritedCloexec) }
+
 // markInheritedCloexec sets close-on-exec on every descriptor the daemon
 // inherited from its own parent: Go opens all of its own descriptors with it,
 // but ForkExec passes on any inherited one that lacks it.
