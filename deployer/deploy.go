@@ -142,6 +142,10 @@ func (j *job) checkBase(p Push) (string, error) {
 	return cur, nil
 }
 
+// unmade are the steps that make a release's tree: a failure there leaves
+// a tree that is no release at all.
+var unmade = map[string]bool{"build log": true, "checkout": true, "start": true, "shared": true}
+
 // failed records rel as failed at step and returns the error the pusher sees.
 func (j *job) failed(rel *releases.Release, step string, err error) error {
 	if by := cancelledBy(j.ctx); by != "" {
@@ -162,12 +166,12 @@ func (j *job) failed(rel *releases.Release, step string, err error) error {
 			}
 		}
 	}
-	// A tree that failed to be made (a checkout cut short, too large, or a
-	// full disk) is never run and may be what filled the disk: it goes, and
+	// A tree that failed to be made (a checkout cut short, too large, a full
+	// disk, no usable start command) is never run and may be what filled the disk: it goes, and
 	// with the space back the failure can be recorded if that failed at
 	// first. A tree that was made but failed later (build, health check) is
 	// kept for inspection; retention keeps only the newest such one.
-	if step == "checkout" || serr != nil || errors.Is(err, syscall.ENOSPC) {
+	if unmade[step] || serr != nil || errors.Is(err, syscall.ENOSPC) {
 		if rerr := j.store.RemoveTree(rel.ID); rerr != nil {
 			j.pr.Info("the tree of %s could not be removed: %v", rel.ID, rerr)
 			j.log.Warn("failed release: tree not removed", "release", rel.ID, "err", rerr)
