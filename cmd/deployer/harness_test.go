@@ -123,6 +123,9 @@ func newDaemon(t *testing.T, extra string) *daemon {
 func writeDaemonConfig(t *testing.T, extra string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), gitAddr: freeAddr(t), appAddr: freeAddr(t), log: &lockedBuffer{}}
+	for d.appAddr == d.gitAddr { // a port freed once can be handed out again
+		d.appAddr = freeAddr(t)
+	}
 	tokens := filepath.Join(d.dir, "tokens")
 	if err := os.WriteFile(tokens, []byte(gitserver.HashToken("alice", testToken)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
