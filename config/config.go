@@ -4,7 +4,10 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
+
+	"github.com/deployer/deployer/internal/account"
 )
 
 // Config is the whole daemon configuration.
@@ -87,6 +90,15 @@ type App struct {
 	// git.tokens_file and SSH key comments (a key without one is named by its
 	// SHA256: fingerprint). Default [] : every authenticated pusher.
 	Pushers []string `mapstructure:"pushers" yaml:"pushers"`
+	// User runs the app's build, hooks, preflight and workers: a user name
+	// or uid. Default "": the daemon's own user (a warning when that is root).
+	User string `mapstructure:"user" yaml:"user"`
+	// Group overrides User's primary group. Default "".
+	Group string `mapstructure:"group" yaml:"group"`
+	// Limits bound each of the app's processes (every worker, build, hook
+	// and preflight instance on its own) where cgroup v2 controllers are
+	// delegated to the daemon. Default: none.
+	Limits Limits `mapstructure:"limits" yaml:"limits"`
 	// Health decides when a release is good.
 	Health Health `mapstructure:"health" yaml:"health"`
 	// StopSignal retires a worker. Default "TERM".
@@ -102,6 +114,26 @@ type App struct {
 	// Hooks are lifecycle commands run with sh -c in the release dir.
 	Hooks Hooks `mapstructure:"hooks" yaml:"hooks"`
 }
+
+// Limits are cgroup v2 limits for one process and everything it forks.
+// A zero field sets no limit.
+type Limits struct {
+	// Memory is memory.max. Default 0 (none).
+	Memory ByteSize `mapstructure:"memory" yaml:"memory"`
+	// Pids is pids.max. Default 0 (none).
+	Pids int `mapstructure:"pids" yaml:"pids"`
+	// CPU is a number of CPUs, such as "1.5" (cpu.max). Default "" (none).
+	CPU string `mapstructure:"cpu" yaml:"cpu"`
+}
+
+// CPUs is CPU as a number; 0 when unset. Validate has checked it.
+func (l Limits) CPUs() float64 {
+	f, _ := strconv.ParseFloat(l.CPU, 64)
+	return f
+}
+
+// Any reports whether a limit is set.
+func (l Limits) Any() bool { return l.Memory > 0 || l.Pids > 0 || l.CPU != "" }
 
 // Health configures the health gate of a release.
 type Health struct {
@@ -170,6 +202,12 @@ func DefaultApp(name string) *App {
 // fetch from it.
 func (a *App) Admits(pusher string) bool {
 	return len(a.Pushers) == 0 || slices.Contains(a.Pushers, pusher)
+}
+
+// Account is who the app's processes run as; nil: the daemon's own user.
+// Validate has checked that it resolves.
+func (a *App) Account() (*account.Account, error) {
+	return account.Lookup(a.User, a.Group)
 }
 
 // AppNames returns the app names, sorted.

@@ -102,6 +102,14 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"bad yaml", "apps: [\n", "config "},
 		{"empty pusher", goodApp + "    pushers: [alice, \"\"]\n", `apps.hello.pushers[1]: "" is not a pusher`},
 		{"padded pusher", goodApp + "    pushers: [\" alice\"]\n", `apps.hello.pushers[0]: " alice" is not a pusher`},
+		{"unknown user", goodApp + "    user: no-such-user-here\n", `apps.hello.user: no such user "no-such-user-here"`},
+		{"unknown group", goodApp + "    user: root\n    group: no-such-group-here\n", `apps.hello.group: no such group "no-such-group-here"`},
+		{"group alone", goodApp + "    group: root\n", `apps.hello.group: group "root" without a user`},
+		{"tiny memory", goodApp + "    limits: {memory: 100KiB}\n", "apps.hello.limits.memory: 100 KiB is below 1MiB"},
+		{"bad memory", goodApp + "    limits: {memory: lots}\n", "apps.hello.limits.memory"},
+		{"negative pids", goodApp + "    limits: {pids: -1}\n", "apps.hello.limits.pids: must not be negative"},
+		{"bad cpu", goodApp + "    limits: {cpu: fast}\n", `apps.hello.limits.cpu: "fast" is not a number of CPUs`},
+		{"unknown limit", goodApp + "    limits: {disk: 1GiB}\n", "apps.hello.limits"},
 		{"pushers not a list", goodApp + "    pushers: {alice: true}\n", "apps.hello.pushers"},
 		{"zero connections", "git: {max_connections: 0}\n", "git.max_connections: must be at least 1"},
 		{"connections not a number", "git: {max_connections: many}\n", "git.max_connections"},
@@ -217,5 +225,22 @@ func TestMissingOrUnreadableCredentialsFileIsAnErrorNamingTheKey(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLimitsAndUserParse(t *testing.T) {
+	for _, cpu := range []string{"1.5", `"1.5"`} {
+		p := writeConfig(t, "d.yaml", goodApp+"    user: root\n    limits: {memory: 512MiB, pids: 512, cpu: "+cpu+"}\n")
+		c, err := Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := c.Apps["hello"].Limits
+		if l.Memory != 512<<20 || l.Pids != 512 || l.CPUs() != 1.5 || !l.Any() {
+			t.Fatalf("cpu %s: %+v", cpu, l)
+		}
+		if c.Apps["hello"].User != "root" {
+			t.Fatalf("user: %q", c.Apps["hello"].User)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -148,6 +149,24 @@ func (a *App) validate(key string, claim func(key, addr string) error) error {
 	for i, p := range a.Pushers {
 		if p == "" || p != strings.TrimSpace(p) || strings.ContainsFunc(p, unicode.IsControl) {
 			return fmt.Errorf("%s.pushers[%d]: %q is not a pusher: name a token of git.tokens_file or an SSH key's comment", key, i, p)
+		}
+	}
+	if _, err := a.Account(); err != nil {
+		k := key + ".user"
+		if a.User == "" || strings.Contains(err.Error(), "group") {
+			k = key + ".group"
+		}
+		return fmt.Errorf("%s: %w", k, err)
+	}
+	if a.Limits.Memory < 0 || (a.Limits.Memory > 0 && a.Limits.Memory < 1<<20) {
+		return fmt.Errorf("%s.limits.memory: %s is below 1MiB", key, a.Limits.Memory)
+	}
+	if a.Limits.Pids < 0 {
+		return fmt.Errorf("%s.limits.pids: must not be negative", key)
+	}
+	if a.Limits.CPU != "" {
+		if f, err := strconv.ParseFloat(a.Limits.CPU, 64); err != nil || f < 0.01 || f > 4096 {
+			return fmt.Errorf("%s.limits.cpu: %q is not a number of CPUs such as \"1.5\"", key, a.Limits.CPU)
 		}
 	}
 	h := &a.Health

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,8 +20,21 @@ var ErrUnavailable = errors.New("cgroup v2 is not available")
 
 // Tree is the daemon's subtree of cgroups.
 type Tree struct {
-	dir string
+	dir   string
+	mount string // where the hierarchy is mounted, to name groups as /proc/PID/cgroup does
+	base  string // the group the tree lives in: the daemon's own (or its parent, see DaemonLeaf)
+
+	mu      sync.Mutex
+	enabled []string // controllers turned on down the tree, for limits
 }
+
+// DaemonLeaf is the child group of its own cgroup the daemon moves into to
+// free that group for controllers (cgroup v2 allows controllers in a
+// group's children only when the group itself holds no process). A daemon
+// whose own group has this name keeps its tree beside it, in the parent:
+// the one a daemon started before the move (or an upgrade's predecessor)
+// used.
+const DaemonLeaf = "deployer-daemon"
 
 // Open finds (or makes) the daemon's subtree for dataDir.
 func Open(dataDir string) (*Tree, error) {
@@ -32,12 +46,19 @@ func Open(dataDir string) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
+	if filepath.Base(own) == DaemonLeaf {
+		own = filepath.Dir(own)
+	}
+	return openIn(mount, own, dataDir)
+}
+
+func openIn(mount, base, dataDir string) (*Tree, error) {
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256([]byte(abs))
-	dir := filepath.Join(mount, own, "deployer-"+hex.EncodeToString(sum[:])[:12])
+	dir := filepath.Join(mount, base, "deployer-"+hex.EncodeToString(sum[:])[:12])
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -51,7 +72,7 @@ func Open(dataDir string) (*Tree, error) {
 	if kerr != nil {
 		return nil, fmt.Errorf("%w: no cgroup.kill (Linux 5.14): %w", ErrUnavailable, kerr)
 	}
-	return &Tree{dir: dir}, nil
+	return &Tree{dir: dir, mount: mount, base: base}, nil
 }
 
 // Dir is the subtree's directory.
@@ -98,14 +119,27 @@ type Group struct {
 	Name string // relative to the tree, e.g. "hello/v3-w0-17"
 	dir  string
 	top  string // the tree's directory: Remove stops there
+	path string // as /proc/PID/cgroup names it
 	fd   int    // O_PATH descriptor, for CLONE_INTO_CGROUP
 }
 
-// New makes the group name (a relative path; its parents are made too).
+// New makes the group name (a relative path; its parents are made too,
+// with the controllers Enable turned on).
 func (t *Tree) New(name string) (*Group, error) {
 	dir := filepath.Join(t.dir, filepath.Clean("/"+name))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", name, err)
+	}
+	t.mu.Lock()
+	on := t.enabled
+	t.mu.Unlock()
+	if len(on) > 0 {
+		for p := filepath.Dir(dir); p != t.dir && strings.HasPrefix(p, t.dir+"/"); p = filepath.Dir(p) {
+			if err := enable(p, on); err != nil {
+				os.Remove(dir)
+				return nil, fmt.Errorf("cgroup %s: %w", name, err)
+			}
+		}
 	}
 	return t.open(name, dir)
 }
@@ -120,7 +154,7 @@ func (t *Tree) open(name, dir string) (*Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", name, err)
 	}
-	return &Group{Name: name, dir: dir, top: t.dir, fd: fd}, nil
+	return &Group{Name: name, dir: dir, top: t.dir, fd: fd, path: t.groupPath(dir)}, nil
 }
 
 // List is every group under prefix (a directory of the tree) that holds no
