@@ -73,6 +73,13 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 		return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
 	}
 	sweepQuarantines(repo, log.With("app", cfg.Name))
+	acct, err := cfg.Account()
+	if err == nil {
+		err = prepareAccount(dataDir, dir, acct, log.With("app", cfg.Name))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("apps.%s.user: %w", cfg.Name, err)
+	}
 	var sockets []*supervisor.Socket
 	for i, addr := range cfg.Listen {
 		s, err := opts.socket(cfg.Name, i, addr)

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deployer/deployer/internal/account"
 	"github.com/deployer/deployer/internal/cgroup"
 )
 
@@ -22,7 +24,7 @@ import (
 // whole group is killed, and once it ends whatever it left (background
 // children, including any that left the process group: the cgroup holds
 // them) is killed too, so a build cannot outlive itself or hang Wait.
-func runShell(ctx context.Context, dir, script string, env []string, out io.Writer, timeout time.Duration, g *cgroup.Group) error {
+func runShell(ctx context.Context, dir, script string, env []string, out io.Writer, timeout time.Duration, g *cgroup.Group, acct *account.Account) error {
 	// Pdeathsig is tied to the thread that forks: keep it until Wait returns,
 	// so a daemon killed mid-build takes the build's shell with it.
 	runtime.LockOSThread()
@@ -31,7 +33,7 @@ func runShell(ctx context.Context, dir, script string, env []string, out io.Writ
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", script)
 	cmd.Dir = dir
-	cmd.Env = env
+	cmd.Env = acct.Env(env)
 	// Our own pipe, not os/exec's: Wait then returns when the shell exits,
 	// whoever else holds the pipe, and the leftovers are killed before the
 	// rest of the output is read.
@@ -41,7 +43,7 @@ func runShell(ctx context.Context, dir, script string, env []string, out io.Writ
 	}
 	defer r.Close()
 	cmd.Stdout, cmd.Stderr = w, w
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: acct.Credential()}
 	if g != nil {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, g.FD()
 	}
@@ -91,9 +93,11 @@ func (j *job) shell(ctx context.Context, kind, dir, script string, env []string)
 		if g, err = tree.New(name); err != nil {
 			j.log.Warn("no cgroup for a command: process group only", "err", err)
 			g = nil
+		} else if err := g.Limit(limits(j.cfg.Limits)); err != nil && !errors.Is(err, cgroup.ErrNotEnforced) {
+			j.log.Warn("limits of a command", "err", err)
 		}
 	}
-	err := runShell(ctx, dir, script, env, j.pr.indented(), j.cfg.BuildTimeout, g)
+	err := runShell(ctx, dir, script, env, j.pr.indented(), j.cfg.BuildTimeout, g, j.acct)
 	if g != nil {
 		if rerr := g.Remove(); rerr != nil {
 			j.log.Error("remove a command's cgroup", "err", rerr)

@@ -18,7 +18,7 @@ func TestBuildTimeoutKillsTheBuildAndItsChildren(t *testing.T) {
 	dir := t.TempDir()
 	var out bytes.Buffer
 	start := time.Now()
-	err := runShell(context.Background(), dir, "sleep 300 & echo $! > child.pid; echo started; sleep 300", nil, &out, 500*time.Millisecond, nil)
+	err := runShell(context.Background(), dir, "sleep 300 & echo $! > child.pid; echo started; sleep 300", nil, &out, 500*time.Millisecond, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "timed out after 500ms") {
 		t.Fatalf("err = %v, want a timeout", err)
 	}

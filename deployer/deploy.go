@@ -99,6 +99,9 @@ func (j *job) build(rel *releases.Release, commit Commit, previous string) (bt b
 	if err := j.linkShared(dir); err != nil {
 		return bt, "shared", err
 	}
+	if err := j.giveTree(rel); err != nil {
+		return bt, "shared", err
+	}
 	env := j.buildEnv(rel, previous)
 	t = time.Now()
 	if err := j.hook(j.ctx, "pre_build", j.cfg.Hooks.PreBuild, dir, env); err != nil {

@@ -35,6 +35,10 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	var lt liveTimes
 	t := time.Now()
 	spec := j.poolSpec(rel)
+	if err := j.giveTree(rel); err != nil {
+		lt.step = "preflight"
+		return lt, err
+	}
 	if j.cfg.Health.Preflight {
 		lt.step = "preflight"
 		j.pr.Step("Preflight: one %s worker on a private socket, probing %s", rel.ID, j.probeName())

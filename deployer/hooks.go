@@ -47,16 +47,8 @@ func (j *job) linkShared(dir string) error {
 		rel := filepath.Clean(strings.TrimSuffix(p, "/"))
 		src := filepath.Join(j.dir, "shared", rel)
 		if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
-			if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
-				return err
-			}
-			if isDir {
-				err = os.Mkdir(src, 0o755)
-			} else {
-				err = os.WriteFile(src, nil, 0o600)
-			}
-			if err != nil {
-				return err
+			if err := j.mkShared(rel, isDir); err != nil {
+				return fmt.Errorf("shared %s: %w", p, err)
 			}
 			j.pr.Info("created shared/%s (empty)", p)
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/deployer/deployer/config"
+	"github.com/deployer/deployer/internal/account"
+	"github.com/deployer/deployer/internal/cgroup"
 	"github.com/deployer/deployer/releases"
 	"github.com/deployer/deployer/supervisor"
 )
@@ -23,6 +25,7 @@ type job struct {
 	pr      *progress
 	cfg     *config.App
 	sockets []*supervisor.Socket
+	acct    *account.Account // who the app's processes run as; nil: the daemon's user
 }
 
 // swap asks the loop to make green live with the job's config; it returns
@@ -106,6 +109,11 @@ func (j *job) startCommand(tree string) (string, error) {
 	return "", fmt.Errorf("%w: the Procfile has no web: line; set apps.%s.start", ErrNoStart, j.cfg.Name)
 }
 
+// limits are the app's limits in cgroup terms.
+func limits(l config.Limits) cgroup.Limits {
+	return cgroup.Limits{Memory: int64(l.Memory), Pids: l.Pids, CPU: l.CPUs()}
+}
+
 func (j *job) poolSpec(rel *releases.Release) supervisor.PoolSpec {
 	spec := supervisor.PoolSpec{
 		App: j.cfg.Name, Release: rel.ID, Revision: rel.Revision,
@@ -113,6 +121,7 @@ func (j *job) poolSpec(rel *releases.Release) supervisor.PoolSpec {
 		Sockets: j.sockets, MinUptime: j.cfg.Health.MinUptime,
 		StopSignal: j.cfg.Signal(), DrainTimeout: j.cfg.DrainTimeout,
 		Log: j.workerLog, Keeper: j.keeper, OnChange: j.saveWorkers, Cgroups: j.opts.Cgroups,
+		Account: j.acct, Limits: limits(j.cfg.Limits),
 	}
 	if j.cfg.Health.Notify {
 		spec.Notify = j.notify

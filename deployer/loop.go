@@ -205,9 +205,13 @@ func (l *loop) begin(o *op) {
 	l.holder = fmt.Sprintf("%s (since %s)", o.what, time.Now().UTC().Format(time.TimeOnly))
 	l.publish()
 	close(o.started)
-	j := &job{App: l.a, ctx: ctx, pr: o.pr, cfg: l.cfg, sockets: l.sockets}
+	acct, aerr := l.cfg.Account()
+	j := &job{App: l.a, ctx: ctx, pr: o.pr, cfg: l.cfg, sockets: l.sockets, acct: acct}
 	go func() {
-		err := o.run(j)
+		err := fmt.Errorf("app %s: user: %w", l.a.name, aerr)
+		if aerr == nil {
+			err = o.run(j)
+		}
 		l.a.finishedc <- finished{op: o, err: err}
 	}()
 }

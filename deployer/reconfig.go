@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"time"
@@ -131,6 +132,14 @@ func (j *job) reconfigure(cfg *config.App) error {
 		opened = append(opened, s)
 		sockets = append(sockets, s)
 	}
+	acct, err := cfg.Account()
+	if err == nil {
+		err = prepareAccount(filepath.Dir(filepath.Dir(j.dir)), j.dir, acct, j.log)
+	}
+	if err != nil {
+		supervisor.CloseSockets(opened)
+		return fmt.Errorf("apps.%s.user: %w", cfg.Name, err)
+	}
 	renamed := map[*supervisor.Socket]string{}
 	for i, s := range sockets {
 		renamed[s] = s.Name
@@ -138,6 +147,7 @@ func (j *job) reconfigure(cfg *config.App) error {
 	}
 	next := *j
 	next.cfg, next.sockets = cfg, sockets
+	next.acct = acct
 	if _, err := j.store.Current(); errors.Is(err, releases.ErrNoCurrent) {
 		next.swap(nil) // nothing live yet: the next deploy uses the new settings
 	} else if err := next.reload("config reload"); err != nil {

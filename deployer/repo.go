@@ -33,12 +33,15 @@ type Repo struct {
 
 // InitRepo creates the bare repository at path unless it exists.
 func InitRepo(path, branch string) (*Repo, error) {
-	if _, err := os.Stat(path); err == nil {
-		return &Repo{path: path}, nil
+	if _, err := os.Stat(filepath.Join(path, "HEAD")); err != nil {
+		out, err := exec.Command("git", "init", "--quiet", "--bare", "--initial-branch="+branch, path).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("init repo: %w: %s", err, bytes.TrimSpace(out))
+		}
 	}
-	out, err := exec.Command("git", "init", "--quiet", "--bare", "--initial-branch="+branch, path).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("init repo: %w: %s", err, bytes.TrimSpace(out))
+	// The daemon's alone: no app's code may read another's history.
+	if err := os.Chmod(path, 0o700); err != nil {
+		return nil, fmt.Errorf("init repo: %w", err)
 	}
 	return &Repo{path: path}, nil
 }

@@ -38,6 +38,9 @@ func (j *job) resume() error {
 		return err
 	}
 	j.applyConfig(rel)
+	if err := j.giveTree(rel); err != nil {
+		return j.fallBack(rel, err)
+	}
 	pool, err := j.startPool(j.poolSpec(rel))
 	if err != nil {
 		return j.fallBack(rel, fmt.Errorf("start %s: %w", id, err))

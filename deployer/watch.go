@@ -28,7 +28,7 @@ func (j *job) probe(rel *releases.Release) supervisor.Probe {
 	h := j.cfg.Health
 	return supervisor.Probe{
 		HTTPPath: h.HTTP, TCP: h.TCP, Command: h.Command,
-		Dir: j.store.Dir(rel.ID), Env: j.buildEnv(rel, ""), Timeout: h.Timeout,
+		Dir: j.store.Dir(rel.ID), Env: j.buildEnv(rel, ""), Timeout: h.Timeout, Account: j.acct,
 	}
 }
 

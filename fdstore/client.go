@@ -60,6 +60,27 @@ func (c *Client) connect() error {
 	return nil
 }
 
+// KeeperPID is the pid of the keeper the client talks to (SO_PEERCRED), 0
+// if it cannot tell.
+func (c *Client) KeeperPID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return 0
+	}
+	rc, err := c.conn.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	pid := 0
+	_ = rc.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
+}
+
 func dial(path string) (*net.UnixConn, error) {
 	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {

@@ -66,10 +66,8 @@ type ledgered struct {
 // Open returns the store rooted at the app directory, creating its folders,
 // and reads the ledger once to learn the newest event of each kind.
 func Open(appDir string) (*Store, error) {
-	for _, d := range []string{"releases", "logs/builds", "shared"} {
-		if err := os.MkdirAll(filepath.Join(appDir, d), 0o755); err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
-		}
+	if err := secure(appDir); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s := &Store{dir: appDir, newest: map[string]ledgered{}}
 	events, err := s.History()
@@ -107,7 +105,7 @@ func (s *Store) Create(r *Release) error {
 	n := s.last() + 1
 	for {
 		id := "v" + strconv.Itoa(n)
-		err := os.Mkdir(s.Dir(id), 0o755)
+		err := os.Mkdir(s.Dir(id), 0o700) // the daemon's alone until the app's user gets it built
 		if errors.Is(err, fs.ErrExist) {
 			n++
 			continue
@@ -141,7 +139,7 @@ func (s *Store) Save(r *Release) error {
 	if err != nil {
 		return fmt.Errorf("save %s: %w", r.ID, err)
 	}
-	return writeFileAtomic(s.metaPath(r.ID), append(b, '\n'), 0o644)
+	return writeFileAtomic(s.metaPath(r.ID), append(b, '\n'), 0o600) // it holds the app's env
 }
 
 // Get loads release id.
@@ -246,7 +244,7 @@ func (s *Store) remember(e Event) {
 }
 
 func (s *Store) append(b []byte) error {
-	f, err := os.OpenFile(filepath.Join(s.dir, "history.jsonl"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(s.dir, "history.jsonl"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("record: %w", err)
 	}

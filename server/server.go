@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,6 +88,42 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// enableLimits turns on the cgroup controllers the apps' limits need, and
+// says in the log, naming the apps, which limits are not enforced and why.
+// Starting never fails for it.
+func (s *Server) enableLimits(cfg *config.Config, t *fds) {
+	var need []string
+	var apps []string
+	for _, name := range cfg.AppNames() {
+		l := cfg.Apps[name].Limits
+		if !l.Any() {
+			continue
+		}
+		apps = append(apps, name)
+		for _, c := range (cgroup.Limits{Memory: int64(l.Memory), Pids: l.Pids, CPU: l.CPUs()}).Controllers() {
+			if !slices.Contains(need, c) {
+				need = append(need, c)
+			}
+		}
+	}
+	if len(need) == 0 {
+		return
+	}
+	if s.cgroups == nil {
+		s.log.Warn("limits not enforced: no writable cgroup v2", "apps", strings.Join(apps, ","))
+		return
+	}
+	ours := []int{os.Getpid()}
+	if t != nil && t.keeper != nil {
+		ours = append(ours, t.keeper.KeeperPID())
+	}
+	if err := s.cgroups.Enable(need, ours); err != nil {
+		s.log.Warn("limits not enforced", "apps", strings.Join(apps, ","), "err", err)
+		return
+	}
+	s.log.Info("limits enforced", "apps", strings.Join(apps, ","), "controllers", strings.Join(need, ","))
+}
+
 func (s *Server) hookDir() string { return filepath.Join(s.cfg.DataDir, "hooks") }
 func (s *Server) socket() string  { return filepath.Join(s.cfg.DataDir, "deployer.sock") }
 func (s *Server) pidFile() string { return filepath.Join(s.cfg.DataDir, "deployer.pid") }
@@ -147,6 +185,7 @@ func (s *Server) open() (err error) {
 		}
 		closers = append(closers, func() { sshLn.Close() })
 	}
+	s.enableLimits(s.cfg, t)
 	d, err := deployer.New(s.cfg, s.log, deployer.Options{
 		Socket: t.appSocket, Notify: notify, Keeper: keeperOf(t), Output: t.output, Cgroups: s.cgroups,
 	})
@@ -211,6 +250,17 @@ func (s *Server) controlListener(t *fds) (*net.UnixListener, error) {
 }
 
 func (s *Server) notifySocket(t *fds) (*supervisor.Notifier, error) {
+	n, err := s.openNotify(t)
+	if err == nil {
+		_ = os.Chmod(n.Path(), 0o622) // one an older daemon made owner-only
+	}
+	if err == nil && s.cgroups != nil {
+		n.OnlyFrom(s.cgroups.Path()) // the apps' processes, and no other
+	}
+	return n, err
+}
+
+func (s *Server) openNotify(t *fds) (*supervisor.Notifier, error) {
 	path := filepath.Join(s.cfg.DataDir, "notify.sock")
 	if f := t.take("notify"); f != nil {
 		if _, err := os.Stat(path); err == nil {
@@ -386,6 +436,10 @@ func (s *Server) Reconfigure(next *config.Config) error {
 	<-ready
 	s.notifySystemd(systemd.Reloading())
 	defer func() { s.notifySystemd("READY=1\n" + s.statusLine()) }()
+	s.mu.Lock()
+	t := s.fds
+	s.mu.Unlock()
+	s.enableLimits(next, t)
 	if err := d.Reconfigure(next); err != nil {
 		return err
 	}

@@ -5,38 +5,72 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/deployer/deployer/internal/cgroup"
 )
 
 // Notifier is the daemon's sd_notify socket (NOTIFY_SOCKET). Workers send
 // READY=1, STATUS=... and STOPPING=1 datagrams to it; each is attributed to
-// a worker by the sender's pid, which the kernel reports (SO_PASSCRED), so
-// one process cannot speak for another.
+// a worker by the sender's pid, which the kernel reports (SO_PASSCRED):
+//   - where the worker has a cgroup, to the worker whose cgroup holds the
+//     sender (the worker's process or anything it forked, as systemd's
+//     NotifyAccess=all), and to no other;
+//   - otherwise to the worker whose process is the sender.
+//
+// A process can claim another's pid only with CAP_SYS_ADMIN, so an app that
+// runs as a user of its own (apps.APP.user) cannot speak for another app.
 type Notifier struct {
 	path string
 	conn *net.UnixConn
 
 	mu      sync.Mutex
-	waiters map[int]chan<- string // pid -> the worker that owns it
-	early   map[int][]earlyMsg    // messages from a pid not registered yet
+	within  string            // if set, messages from outside this cgroup are dropped
+	waiters map[int]waiter    // pid -> the worker that owns it
+	groups  map[string]waiter // cgroup path -> the worker that owns it
+	early   []earlyMsg        // messages from senders not registered yet
+}
+
+type waiter struct {
+	ch  chan<- string
+	pid int
+	cg  string // the worker's cgroup; "" if none
 }
 
 // earlyMsg is a message that arrived before its worker registered: a worker
 // can say READY=1 before the spawning goroutine got to register its pid.
 type earlyMsg struct {
 	at  time.Time
+	pid int
+	cg  string // the sender's cgroup when it arrived
 	msg string
 }
+
+// maxEarly bounds the messages kept for senders not registered yet.
+const maxEarly = 256
 
 // earlyTTL bounds how long an unclaimed message is kept: a pid that never
 // registers (a worker's child, a process gone since) must not hand a stale
 // READY=1 to a later worker that reuses its pid.
 const earlyTTL = 5 * time.Second
 
-// ListenNotify opens the notify socket at path, owner-only.
+// OnlyFrom drops, from now on, every message whose sender is not in a
+// cgroup below tree (the daemon's cgroup tree): the socket is open to
+// every local user, for apps that run as users of their own, and no one
+// else may fill the queue of messages waiting for their worker.
+func (n *Notifier) OnlyFrom(tree string) {
+	n.mu.Lock()
+	n.within = tree
+	n.mu.Unlock()
+}
+
+// ListenNotify opens the notify socket at path, writable by every local
+// user: apps may run as users of their own. Who may be heard is decided
+// per message (see Notifier).
 func ListenNotify(path string) (*Notifier, error) {
 	if len(path) > 107 {
 		return nil, fmt.Errorf("notify socket %s: longer than a unix socket path may be (107 bytes): use a shorter data_dir", path)
@@ -46,7 +80,7 @@ func ListenNotify(path string) (*Notifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := os.Chmod(path, 0o622); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
@@ -82,7 +116,7 @@ func newNotifier(path string, conn *net.UnixConn) (*Notifier, error) {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket: SO_PASSCRED: %w", errors.Join(err, serr))
 	}
-	n := &Notifier{path: path, conn: conn, waiters: map[int]chan<- string{}, early: map[int][]earlyMsg{}}
+	n := &Notifier{path: path, conn: conn, waiters: map[int]waiter{}, groups: map[string]waiter{}}
 	go n.serve()
 	return n, nil
 }
@@ -148,46 +182,64 @@ func senderPID(oob []byte) int {
 }
 
 func (n *Notifier) deliver(pid int, msg string) {
+	cg := cgroup.Of(pid) // the sender's, read at once: the pid may go
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ch, ok := n.waiters[pid]; ok {
+	if n.within != "" && !strings.HasPrefix(cg, n.within+"/") {
+		return
+	}
+	w, ok := n.waiters[pid]
+	if ok && w.cg != "" && cg != w.cg {
+		ok = false // a recycled pid, now outside the worker's group
+	}
+	if !ok && cg != "" {
+		w, ok = n.groups[cg]
+	}
+	if ok {
 		select {
-		case ch <- msg:
+		case w.ch <- msg:
 		default: // the worker is not listening for more; drop
 		}
 		return
 	}
 	now := time.Now()
-	for p, msgs := range n.early {
-		if now.Sub(msgs[len(msgs)-1].at) > earlyTTL {
-			delete(n.early, p)
-		}
-	}
-	if len(n.early[pid]) < 16 {
-		n.early[pid] = append(n.early[pid], earlyMsg{at: now, msg: msg})
+	n.early = slices.DeleteFunc(n.early, func(m earlyMsg) bool { return now.Sub(m.at) > earlyTTL })
+	if len(n.early) < maxEarly {
+		n.early = append(n.early, earlyMsg{at: now, pid: pid, cg: cg, msg: msg})
 	}
 }
 
-// register routes pid's messages to ch, including any that arrived before.
-func (n *Notifier) register(pid int, ch chan<- string) {
+// register routes to ch the messages of pid or, if cg is set, of any
+// process in cgroup cg, including those that arrived before.
+func (n *Notifier) register(pid int, cg string, ch chan<- string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.waiters[pid] = ch
-	for _, m := range n.early[pid] {
+	w := waiter{ch: ch, pid: pid, cg: cg}
+	n.waiters[pid] = w
+	if cg != "" {
+		n.groups[cg] = w
+	}
+	n.early = slices.DeleteFunc(n.early, func(m earlyMsg) bool {
 		if time.Since(m.at) > earlyTTL {
-			continue
+			return true
+		}
+		if m.pid != pid && (cg == "" || m.cg != cg) {
+			return false
 		}
 		select {
 		case ch <- m.msg:
 		default:
 		}
-	}
-	delete(n.early, pid)
+		return true
+	})
 }
 
 func (n *Notifier) unregister(pid int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if w, ok := n.waiters[pid]; ok && w.cg != "" && n.groups[w.cg].pid == pid {
+		delete(n.groups, w.cg)
+	}
 	delete(n.waiters, pid)
-	delete(n.early, pid)
+	n.early = slices.DeleteFunc(n.early, func(m earlyMsg) bool { return m.pid == pid })
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deployer/deployer/internal/account"
 	"github.com/deployer/deployer/internal/cgroup"
 )
 
@@ -40,6 +41,11 @@ type PoolSpec struct {
 	// Cgroups, if set, is where each worker process gets a cgroup of its
 	// own, killed whole when the worker stops; nil: process groups only.
 	Cgroups *cgroup.Tree
+	// Limits apply to each worker's cgroup, as far as the tree has the
+	// controllers (the daemon said at start which it has not).
+	Limits cgroup.Limits
+	// Account, if set, is the user the workers run as; nil: the daemon's.
+	Account *account.Account
 	// OnChange, if set, is called (from the worker's goroutine) whenever a
 	// worker's process changes: started, restarted, exited. The caller saves
 	// Records then, for the next daemon to adopt.
@@ -179,7 +185,7 @@ func (p *Pool) workerSpec(i int, sockets []*Socket, restart bool) workerSpec {
 	return workerSpec{
 		app: s.App, release: s.Release, index: i,
 		dir: s.Dir, start: s.Start,
-		env:          childEnv(os.Environ(), env, sockets),
+		env:          s.Account.Env(childEnv(os.Environ(), env, sockets)),
 		sockets:      sockets,
 		minUptime:    s.MinUptime,
 		stopSignal:   s.StopSignal,
@@ -189,6 +195,8 @@ func (p *Pool) workerSpec(i int, sockets []*Socket, restart bool) workerSpec {
 		notify:       s.Notify,
 		keeper:       s.Keeper,
 		cgroups:      s.Cgroups,
+		limits:       s.Limits,
+		account:      s.Account,
 		onChange:     s.OnChange,
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/deployer/deployer/internal/account"
 )
 
 // Probe says how to tell that a worker is healthy. With none of HTTPPath,
@@ -21,6 +23,8 @@ type Probe struct {
 	Command string
 	Dir     string
 	Env     []string
+	// Account, if set, runs Command as that user; nil: as the daemon.
+	Account *account.Account
 	// Timeout bounds the whole check.
 	Timeout time.Duration
 }

@@ -87,8 +87,8 @@ func probeCommand(ctx context.Context, p Probe, addr string) error {
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, "/bin/sh", "-c", p.Command)
 	cmd.Dir = p.Dir
-	cmd.Env = append(append([]string(nil), p.Env...), "DEPLOYER_HEALTH_ADDR="+addr)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Env = p.Account.Env(append(append([]string(nil), p.Env...), "DEPLOYER_HEALTH_ADDR="+addr))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.Account.Credential()}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()

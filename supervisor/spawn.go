@@ -27,6 +27,8 @@ type procSpec struct {
 	dieWithDaemon bool
 	// cgroup, if set, is the group the process starts in (CLONE_INTO_CGROUP).
 	cgroup *cgroup.Group
+	// cred, if set, runs the process as another user.
+	cred *syscall.Credential
 }
 
 // spawn starts a process in its own process group with exactly stdin
@@ -50,7 +52,7 @@ func spawn(p procSpec) (int, error) {
 		}
 		files = append(files, uintptr(fd))
 	}
-	sys := &syscall.SysProcAttr{Setpgid: true}
+	sys := &syscall.SysProcAttr{Setpgid: true, Credential: p.cred}
 	if p.dieWithDaemon {
 		sys.Pdeathsig = syscall.SIGKILL
 	}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deployer/deployer/internal/account"
 	"github.com/deployer/deployer/internal/cgroup"
 )
 
@@ -52,7 +54,9 @@ type workerSpec struct {
 	notify       *Notifier    // if set, a worker is up only after READY=1
 	keeper       FDKeeper     // holds a copy of each output pipe; nil: none
 	cgroups      *cgroup.Tree // a cgroup per process; nil: process groups only
-	onChange     func()       // called when the worker's process changes
+	limits       cgroup.Limits
+	account      *account.Account // runs the process; nil: the daemon's user
+	onChange     func()           // called when the worker's process changes
 }
 
 // worker runs one process and, if spec.restart, restarts it with backoff.
@@ -215,7 +219,11 @@ func (w *worker) supervise(proc *process, adopted bool, everUp *bool, crashes *i
 	uptimeDone := adopted
 	if w.spec.notify != nil {
 		msgs = make(chan string, 16)
-		w.spec.notify.register(proc.pid, msgs)
+		cg := ""
+		if proc.cgroup != nil {
+			cg = proc.cgroup.Path()
+		}
+		w.spec.notify.register(proc.pid, cg, msgs)
 	}
 	for {
 		var becameUp bool
@@ -379,6 +387,7 @@ func (w *worker) startOnce() (*process, error) {
 		out:           wr,
 		dieWithDaemon: !w.spec.restart,
 		cgroup:        g,
+		cred:          w.spec.account.Credential(),
 	})
 	wr.Close()
 	if err != nil {
@@ -437,6 +446,9 @@ func (w *worker) newGroup() *cgroup.Group {
 	if err != nil {
 		fmt.Fprintf(w.spec.log, "[%s w%d] no cgroup, process group only: %v\n", w.spec.release, w.spec.index, err)
 		return nil
+	}
+	if err := g.Limit(w.spec.limits); err != nil && !errors.Is(err, cgroup.ErrNotEnforced) {
+		fmt.Fprintf(w.spec.log, "[%s w%d] limits: %v\n", w.spec.release, w.spec.index, err)
 	}
 	return g
 }

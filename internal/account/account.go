@@ -143,31 +143,53 @@ func (a *Account) Owns(path string) error {
 	return nil
 }
 
-// ChownTree gives the tree at root to the account without following any
-// symlink, root itself last: root must be a directory only the daemon can
-// enter until then (mode 0700, owned by the daemon), so that no process of
-// the account can swap a directory inside for a symlink while the walk
-// goes through it. A nil account changes nothing.
-func (a *Account) ChownTree(root string) error {
+// ChownTree gives the tree at dir to the account, the top last, never
+// following a symlink and never leaving the tree: every step resolves
+// inside an os.Root of dir, so a process of the account (or of a previous
+// owner) that swaps a directory for a symlink mid-walk redirects nothing
+// outside. A nil account changes nothing.
+func (a *Account) ChownTree(dir string) error {
 	if a == nil {
 		return nil
 	}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("give %s to %s: %w", dir, a.User, err)
+	}
+	defer root.Close()
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if p == root {
+		if p == "." {
 			return nil
 		}
-		return os.Lchown(p, int(a.UID), int(a.GID))
+		return root.Lchown(p, int(a.UID), int(a.GID))
 	})
 	if err == nil {
-		err = os.Lchown(root, int(a.UID), int(a.GID))
+		err = root.Lchown(".", int(a.UID), int(a.GID))
 	}
 	if err != nil {
-		return fmt.Errorf("give %s to %s: %w", root, a.User, err)
+		return fmt.Errorf("give %s to %s: %w", dir, a.User, err)
 	}
 	return nil
+}
+
+// OwnedBy reports whether path (not followed) belongs to the account (to
+// the daemon's user for nil).
+func (a *Account) OwnedBy(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	if a == nil {
+		return int(st.Uid) == os.Geteuid()
+	}
+	return st.Uid == a.UID && st.Gid == a.GID
 }
 
 // Reach checks that the account can walk down to dir: every directory from

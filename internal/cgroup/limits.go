@@ -224,6 +224,10 @@ func (g *Group) Limit(l Limits) error {
 // Path is the group as /proc/PID/cgroup names it.
 func (g *Group) Path() string { return g.path }
 
+// Path is the tree as /proc/PID/cgroup names it: the groups of the
+// daemon's processes are below it.
+func (t *Tree) Path() string { return t.groupPath(t.dir) }
+
 // Of is the cgroup v2 path of process pid ("" if it cannot be read).
 func Of(pid int) string {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
