@@ -71,7 +71,7 @@ func TestAppCodeCannotReachTheDaemonsOrAnotherAppsSecrets(t *testing.T) {
 	// daemon says so at start, naming the directory in the way.
 	out, err := exec.Command(daemonBin, "serve", "-c", d.config).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "apps.hello.user: nobody cannot reach") ||
-		!strings.Contains(string(out), d.dir+" is mode 0700") {
+		!strings.Contains(string(out), filepath.Dir(d.dir)+" is mode 0700") {
 		t.Fatalf("start with an unreachable data_dir: %v\n%s", err, out)
 	}
 	for _, p := range []string{d.dir, filepath.Dir(d.dir)} {
