@@ -161,6 +161,11 @@ func (j *job) failed(rel *releases.Release, step string, err error) error {
 	j.pr.Info("the live release is unchanged")
 	if dir := j.store.Dir(rel.ID); j.cfg.Hooks.OnFailure != "" {
 		if _, serr := os.Stat(dir); serr == nil {
+			// A tree that failed before it was handed over (a checkout
+			// cut short) is the app's user's for the hook to run in.
+			if gerr := j.giveTree(rel); gerr != nil {
+				j.log.Warn("failed release: tree not handed to the app's user", "release", rel.ID, "err", gerr)
+			}
 			previous, _ := j.store.Current()
 			env := append(j.buildEnv(rel, previous), "DEPLOYER_FAILED_STEP="+step, "DEPLOYER_ERROR="+err.Error())
 			// Not on the operation's context: a cancelled deploy still reports.

@@ -169,3 +169,46 @@ func TestAnAppWithoutAUserUnderRootIsWarnedAbout(t *testing.T) {
 		t.Fatalf("no warning:\n%s", d.log)
 	}
 }
+
+// TestLimitsAreAppliedOrTheLogSaysWhyNot: an app with limits deploys
+// either way. Where the controllers are delegated (a pure cgroup v2 host
+// under systemd) each worker's cgroup carries them; where they are not
+// (the hybrid hosts of CI, whose memory controller is cgroup v1's), the
+// log says at start which limit is not enforced and why.
+func TestLimitsAreAppliedOrTheLogSaysWhyNot(t *testing.T) {
+	d := newDaemon(t, "    limits: {memory: 1GiB, pids: 500, cpu: \"1.5\"}\n")
+	needCgroups(t, d)
+	r := newAppRepo(t)
+	r.mustPush(d)
+	d.serves("v1")
+	log := d.log.String()
+	if !strings.Contains(log, "limits enforced") {
+		if !strings.Contains(log, "limits not enforced") || !strings.Contains(log, "apps=hello") {
+			t.Fatalf("the log says nothing of the limits:\n%s", log)
+		}
+		t.Logf("not enforced here: %s", log[strings.Index(log, "limits not enforced"):][:200])
+		return
+	}
+	pid := d.workerPIDs()[0]
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var group string
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			group = p
+		}
+	}
+	for file, want := range map[string]string{"memory.max": "1073741824", "pids.max": "500", "cpu.max": "150000 100000"} {
+		var got []byte
+		for _, mount := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+			if got, err = os.ReadFile(filepath.Join(mount, group, file)); err == nil {
+				break
+			}
+		}
+		if strings.TrimSpace(string(got)) != want {
+			t.Errorf("%s of worker %d's cgroup %s = %q, want %q (%v)", file, pid, group, got, want, err)
+		}
+	}
+}

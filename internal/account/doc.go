@@ -9,9 +9,9 @@
 // Invariants the daemon relies on:
 //   - Credential sets uid, gid and the supplementary groups together: a
 //     process never keeps root's groups.
-//   - ChownTree gives a tree to the account with its top last, so that
-//     nothing the account runs can reach into the tree while it is being
-//     handed over, and it never follows a symlink.
+//   - ChownTree gives a tree to the account inside an os.Root of it, with
+//     lchown: a symlink, or a directory swapped for one mid-walk, can
+//     never lead it outside the tree.
 //   - Reach tells, before anything starts, whether the account can walk
 //     down to a directory, so a bad data_dir mode is a start-up error and
 //     not a preflight mystery.
