@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
 )
 
 // escapeRepo is a working copy of testdata/escape: a worker that tries to
@@ -155,6 +157,29 @@ func TestAppCodeCannotReachTheDaemonsOrAnotherAppsSecrets(t *testing.T) {
 	}
 	if strings.Contains(d.log.String(), "run as root") {
 		t.Errorf("a warning about root for apps that name a user:\n%s", d.log)
+	}
+
+	// kill -9 of the daemon: the next one adopts the workers of another
+	// user (it reads their environ and takes a pidfd as root), and a
+	// rollback-free redeploy still hands the new tree over.
+	pids := d.workerPIDs()
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+	d.start()
+	testutil.WaitFor(t, 30*time.Second, "the workers to be adopted", func() bool {
+		got := d.workerPIDs()
+		return len(got) == 1 && got[0] == pids[0]
+	})
+	r.commit("second", map[string]string{"v2": "x"})
+	r.mustPush(d)
+	if got := owner("apps/hello/releases/v2/v2"); got != 65534 {
+		t.Errorf("v2's tree owned by uid %d", got)
+	}
+	if out := d.mustCLI("rollback", "hello"); !strings.Contains(out, "v1") {
+		t.Errorf("rollback: %s", out)
+	}
+	if body, err := d.get(); body != "hello from v1\n" || err != nil {
+		t.Errorf("after the rollback: %q %v", body, err)
 	}
 }
 
