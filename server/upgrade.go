@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -100,7 +101,11 @@ func run(ctx context.Context, bin string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = systemd.ChildEnv(scrubbedEnv())
+	// Nothing that would make the checked binary think it is socket-
+	// activated, notified or the upgrade's successor.
+	cmd.Env = slices.DeleteFunc(systemd.ChildEnv(os.Environ()), func(kv string) bool {
+		return strings.HasPrefix(kv, readyFDEnv+"=")
+	})
 	cmd.WaitDelay = 5 * time.Second // a child it left holding the output cannot hold the upgrade
 	var out limitedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -208,18 +213,4 @@ func (s *Server) retake() error {
 	}
 	s.writePidFile() // the new daemon may have written its own before it died
 	return s.serve()
-}
-
-// scrubbedEnv is the daemon's environment without what would make a
-// checked binary think it is being socket-activated or notified.
-func scrubbedEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "LISTEN_") || k == "NOTIFY_SOCKET" || k == readyFDEnv {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }

@@ -265,15 +265,8 @@ func TestIdleGitConnectionsAreClosedAfterTheirTimeouts(t *testing.T) {
 			}
 			defer c.Close()
 			start := time.Now()
-			go func() {
-				for range 100 {
-					if _, err := c.Write([]byte("X-Slow: 1\r\n")); err != nil {
-						return
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
-			}()
 			c.Write([]byte("GET /hello.git/info/refs HTTP/1.1\r\nHost: x\r\n"))
+			drip(c, "X-Slow: 1\r\n")
 			return closeTime(c, start, 30*time.Second)
 		}},
 		{"HTTP: asks again and again without a token", handshake, handshake + 2*time.Second, func() (time.Duration, error) {
@@ -283,14 +276,7 @@ func TestIdleGitConnectionsAreClosedAfterTheirTimeouts(t *testing.T) {
 			}
 			defer c.Close()
 			start := time.Now()
-			go func() {
-				for range 100 {
-					if _, err := c.Write([]byte("GET /hello.git/info/refs?service=git-receive-pack HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
-						return
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
-			}()
+			drip(c, "GET /hello.git/info/refs?service=git-receive-pack HTTP/1.1\r\nHost: x\r\n\r\n")
 			return closeTime(c, start, 30*time.Second)
 		}},
 		{"HTTP: keep-alive after an authenticated request", idle, idle + 2*time.Second, func() (time.Duration, error) {
@@ -505,4 +491,17 @@ func TestCheckPrintsTheGitConnectionLimits(t *testing.T) {
 	if out, err := d.cli("check"); err == nil || !strings.Contains(out, "git.max_connections: must be at least 1") {
 		t.Fatalf("check accepted max_connections 0: %v\n%s", err, out)
 	}
+}
+
+// drip writes line to c every 100ms, 100 times at most, until a write
+// fails: a client that keeps sending without ever authenticating.
+func drip(c net.Conn, line string) {
+	go func() {
+		for range 100 {
+			if _, err := c.Write([]byte(line)); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 }
