@@ -181,13 +181,14 @@ type fakeStarter struct {
 	hold         chan struct{} // if set, StartPool waits for it (or ctx)
 	pools        []*fakePool
 	preflights   int
+	healthyAfter time.Duration // what Preflight says it took
 }
 
-func (s *fakeStarter) Preflight(ctx context.Context, spec supervisor.PoolSpec, _ supervisor.Probe) error {
+func (s *fakeStarter) Preflight(ctx context.Context, spec supervisor.PoolSpec, _ supervisor.Probe) (time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.preflights++
-	return s.preflightErr
+	return s.healthyAfter, s.preflightErr
 }
 
 func (s *fakeStarter) NewPool(spec supervisor.PoolSpec) pool {

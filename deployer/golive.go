@@ -39,10 +39,12 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 		lt.step = "preflight"
 		return lt, err
 	}
+	var healthyAfter time.Duration // how long the preflight instance took to answer healthy
 	if j.cfg.Health.Preflight {
 		lt.step = "preflight"
 		j.pr.Step("Preflight: one %s worker on a private socket, probing %s", rel.ID, j.probeName())
-		if err := j.starter.Preflight(j.ctx, spec, j.probe(rel)); err != nil {
+		var err error
+		if healthyAfter, err = j.starter.Preflight(j.ctx, spec, j.probe(rel)); err != nil {
 			return lt, err
 		}
 		j.pr.Step("Preflight passed (%s)", secs(time.Since(t)))
@@ -58,8 +60,18 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 		j.setGreen(nil)
 		return lt, err
 	}
+	waited, err := j.waitLikePreflight(t, healthyAfter)
+	if err != nil {
+		green.Stop()
+		j.setGreen(nil)
+		return lt, err
+	}
 	lt.green = time.Since(t)
-	j.pr.Step("Green is up (%s)", secs(lt.green))
+	if waited > 0 {
+		j.pr.Step("Green is up (%s: each worker up %s, then as long as preflight took to answer)", secs(lt.green), j.cfg.Health.MinUptime)
+	} else {
+		j.pr.Step("Green is up (%s)", secs(lt.green))
+	}
 
 	t = time.Now()
 	lt.step = "cut-over"
@@ -71,15 +83,47 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	// The new state is on disk before the drain, which may take drain_timeout.
 	blue := j.swap(green)
 	j.recordLive(rel, c)
-	j.retire(blue)
+	j.drainInBackground(blue)
 	lt.swap = time.Since(t)
 	lt.step = ""
 	if c.previous == rel.ID {
-		j.pr.Step("Cut-over: fresh workers of %s are live, the old ones retired (%s)", rel.ID, secs(lt.swap))
+		j.pr.Step("Cut-over: fresh workers of %s are live (%s)", rel.ID, secs(lt.swap))
 	} else {
 		j.pr.Step("Cut-over: %s is live, %s %s (%s)", rel.ID, orNone(c.previous), c.retireAs, secs(lt.swap))
 	}
+	if blue != nil {
+		what := blue.Release()
+		if c.previous == rel.ID {
+			what = "the old workers of " + what
+		}
+		j.pr.Info("%s draining in the background (up to %s)", what, j.cfg.DrainTimeout)
+	}
 	return lt, nil
+}
+
+// waitLikePreflight waits, once green's workers are up, until green has
+// been starting for as long as the preflight instance took to answer
+// healthy: a worker alive for min_uptime is not yet an app that answers
+// (a framework still loading), and green's workers cannot be probed one by
+// one on the shared socket. With health.notify, READY=1 already says the
+// app is ready, and nothing more is waited for. It returns how long it
+// waited.
+func (j *job) waitLikePreflight(greenStarted time.Time, healthyAfter time.Duration) (time.Duration, error) {
+	if j.cfg.Health.Notify {
+		return 0, nil
+	}
+	left := healthyAfter - time.Since(greenStarted)
+	if left <= 0 {
+		return 0, nil
+	}
+	timer := time.NewTimer(left)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return left, nil
+	case <-j.ctx.Done():
+		return 0, fmt.Errorf("green: %w", context.Cause(j.ctx))
+	}
 }
 
 // cutOver moves the deploy branch (compare-and-swap), then current, then

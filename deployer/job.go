@@ -40,13 +40,22 @@ func (j *job) swap(green pool) pool {
 // none any more), so that status and workers.json show it.
 func (j *job) setGreen(green pool) { j.greenc <- green }
 
-// retire stops blue, the pool swap returned, and tells the loop.
-func (j *job) retire(blue pool) {
+// drainInBackground stops blue, the pool swap returned and listed as
+// draining, while the job goes on and returns: a deploy is done at its
+// cut-over, not when the old workers are. It may outlive the job and the
+// loop; a shutdown drains blue too (teardown stops every pool), and a
+// handover lets it go mid-drain for the next daemon to finish.
+func (j *job) drainInBackground(blue pool) {
 	if blue == nil {
 		return
 	}
-	blue.Stop()
-	j.drainedc <- blue
+	go func() {
+		blue.Stop()
+		select {
+		case j.drainedc <- blue:
+		case <-j.done:
+		}
+	}()
 }
 
 // retireInBackground lists p as draining and stops it while the job goes
@@ -120,7 +129,7 @@ func (j *job) poolSpec(rel *releases.Release) supervisor.PoolSpec {
 		Dir: j.store.Dir(rel.ID), Start: rel.Start, Workers: rel.Workers, Env: rel.Env,
 		Sockets: j.sockets, MinUptime: j.cfg.Health.MinUptime,
 		StopSignal: j.cfg.Signal(), DrainTimeout: j.cfg.DrainTimeout,
-		Log: j.workerLog, Keeper: j.keeper, OnChange: j.saveWorkers, Cgroups: j.opts.Cgroups,
+		Log: j.workerLog, Logger: j.log, Keeper: j.keeper, OnChange: j.saveWorkers, Cgroups: j.opts.Cgroups,
 		Account: j.acct, Limits: limits(j.cfg.Limits),
 	}
 	if j.cfg.Health.Notify {

@@ -59,7 +59,8 @@ type pool interface {
 // starter starts workers: one on a private socket to probe it, or a pool on
 // the app's sockets, or takes over the pool a previous daemon left.
 type starter interface {
-	Preflight(ctx context.Context, spec supervisor.PoolSpec, probe supervisor.Probe) error
+	// Preflight says how long the instance took from its start to healthy.
+	Preflight(ctx context.Context, spec supervisor.PoolSpec, probe supervisor.Probe) (time.Duration, error)
 	NewPool(spec supervisor.PoolSpec) pool
 	AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, out func(pid int) *os.File) (pool, error)
 }
@@ -67,7 +68,7 @@ type starter interface {
 // processes is the starter of real worker processes.
 type processes struct{}
 
-func (processes) Preflight(ctx context.Context, spec supervisor.PoolSpec, probe supervisor.Probe) error {
+func (processes) Preflight(ctx context.Context, spec supervisor.PoolSpec, probe supervisor.Probe) (time.Duration, error) {
 	return supervisor.Preflight(ctx, spec, probe)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -32,6 +33,9 @@ type PoolSpec struct {
 	// Log receives every worker's output, each line prefixed with release,
 	// worker index and pid. It must be safe for concurrent use.
 	Log io.Writer
+	// Logger, if set, is the daemon's log: every unexpected exit of a
+	// worker, with its status, and every restart are said there too.
+	Logger *slog.Logger
 	// Notify, if set, is passed as NOTIFY_SOCKET, and a worker counts as up
 	// only once it sent READY=1 from its own pid.
 	Notify *Notifier
@@ -192,6 +196,7 @@ func (p *Pool) workerSpec(i int, sockets []*Socket, restart bool) workerSpec {
 		drainTimeout: s.DrainTimeout,
 		restart:      restart,
 		log:          s.Log,
+		logger:       s.Logger,
 		notify:       s.Notify,
 		keeper:       s.Keeper,
 		cgroups:      s.Cgroups,

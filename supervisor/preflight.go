@@ -63,8 +63,17 @@ const pollInterval = 100 * time.Millisecond
 
 // Preflight runs one instance of spec's release on private loopback sockets,
 // never the live ones, and probes it until healthy or probe.Timeout passes.
-// The instance is drained and its sockets closed before Preflight returns.
-func Preflight(ctx context.Context, spec PoolSpec, probe Probe) error {
+// It returns how long the instance took from its start to healthy: a pool
+// of the same release is not ready for traffic sooner. The instance is
+// killed (it never had live traffic, so there is nothing to drain) and its
+// sockets closed before Preflight returns.
+func Preflight(ctx context.Context, spec PoolSpec, probe Probe) (time.Duration, error) {
+	var healthy time.Duration
+	err := preflight(ctx, spec, probe, &healthy)
+	return healthy, err
+}
+
+func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Duration) error {
 	private, err := privateSockets(spec.App+"-preflight", len(spec.Sockets))
 	if err != nil {
 		return fmt.Errorf("preflight: %w", err)
@@ -74,8 +83,11 @@ func Preflight(ctx context.Context, spec PoolSpec, probe Probe) error {
 	ws := p.workerSpec(0, private, false)
 	ws.release = spec.Release + " preflight"
 	ws.onChange, ws.keeper = nil, nil
+	started := time.Now()
 	w := newWorker(ws, nil, WorkerRecord{})
-	defer func() { w.Retire(); <-w.Done() }()
+	// Killed, not drained: it never had live traffic, and once it has
+	// answered nothing should wait for it.
+	defer func() { w.Kill(); <-w.Done() }()
 
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, probe.Timeout)
@@ -91,6 +103,7 @@ func Preflight(ctx context.Context, spec PoolSpec, probe Probe) error {
 			return preflightEnded(parent, probe, "not up")
 		}
 		if !probe.Active() {
+			*healthy = time.Since(started)
 			return nil
 		}
 	}
@@ -102,6 +115,7 @@ func Preflight(ctx context.Context, spec PoolSpec, probe Probe) error {
 	for {
 		err := probe.check(ctx, client, addr)
 		if err == nil {
+			*healthy = time.Since(started)
 			return nil
 		}
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {

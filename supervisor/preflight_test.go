@@ -43,7 +43,7 @@ func TestPreflightStoppedByTheCallerKeepsTheLastFinishedFailure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- Preflight(ctx, spec, probe) }()
+	go func() { done <- preflightErr(ctx, spec, probe) }()
 
 	if err := started.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
 		t.Fatal(err)

@@ -348,7 +348,7 @@ func TestBackoffGrowsAndCaps(t *testing.T) {
 func TestPreflightUsesAPrivateSocket(t *testing.T) {
 	ss := testSockets(t)
 	spec := testSpec(t, ss, helperStart(t), 1)
-	if err := Preflight(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 10 * time.Second}); err != nil {
+	if err := preflightErr(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 10 * time.Second}); err != nil {
 		t.Fatalf("healthy release failed preflight: %v\n%s", err, spec.Log)
 	}
 	// Nothing is accepting on the live socket: the preflight worker never saw it.
@@ -364,12 +364,12 @@ func TestPreflightUsesAPrivateSocket(t *testing.T) {
 	c.Close()
 
 	spec.Env["HELPER_HEALTH"] = "503"
-	err = Preflight(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 2 * time.Second})
+	err = preflightErr(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 2 * time.Second})
 	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "HTTP 503") {
 		t.Fatalf("err = %v, want ErrUnhealthy naming HTTP 503\n%s", err, spec.Log)
 	}
 	spec.Start = "echo listen tcp :8080: bind: address already in use; exit 1"
-	err = Preflight(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 10 * time.Second})
+	err = preflightErr(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 10 * time.Second})
 	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("err = %v, want ErrUnhealthy with the worker's output", err)
 	}
@@ -425,12 +425,12 @@ func TestNotifyIgnoresOtherSenders(t *testing.T) {
 func TestTCPProbeNeedsTheWorkerToAccept(t *testing.T) {
 	ss := testSockets(t)
 	spec := testSpec(t, ss, "exec sleep 60", 1) // holds the socket, never accepts
-	err := Preflight(context.Background(), spec, Probe{TCP: true, Timeout: time.Second})
+	err := preflightErr(context.Background(), spec, Probe{TCP: true, Timeout: time.Second})
 	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "no worker accepted") {
 		t.Fatalf("err = %v, want unhealthy: not accepted", err)
 	}
 	spec.Start = helperStart(t)
-	if err := Preflight(context.Background(), spec, Probe{TCP: true, Timeout: 10 * time.Second}); err != nil {
+	if err := preflightErr(context.Background(), spec, Probe{TCP: true, Timeout: 10 * time.Second}); err != nil {
 		t.Fatalf("accepting worker failed the TCP probe: %v", err)
 	}
 }
@@ -443,7 +443,7 @@ func TestCommandProbe(t *testing.T) {
 	ss := testSockets(t)
 	spec := testSpec(t, ss, helperStart(t), 1)
 	ok := Probe{Command: `curl -fsS "http://$DEPLOYER_HEALTH_ADDR/" >/dev/null`, Timeout: 10 * time.Second}
-	if err := Preflight(context.Background(), spec, ok); err != nil {
+	if err := preflightErr(context.Background(), spec, ok); err != nil {
 		t.Fatalf("healthy command failed: %v", err)
 	}
 	bad := Probe{
@@ -451,8 +451,14 @@ func TestCommandProbe(t *testing.T) {
 		Dir:     t.TempDir(),
 		Timeout: 2 * time.Second, // only the first run, a shell echo, has to fit in it
 	}
-	err := Preflight(context.Background(), spec, bad)
+	err := preflightErr(context.Background(), spec, bad)
 	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "not ready") || strings.Contains(err.Error(), "killed") {
 		t.Fatalf("err = %v, want unhealthy with the command's output, not the kill of the run the deadline cut", err)
 	}
+}
+
+// preflightErr is Preflight's verdict alone.
+func preflightErr(ctx context.Context, spec PoolSpec, probe Probe) error {
+	_, err := Preflight(ctx, spec, probe)
+	return err
 }

@@ -2,9 +2,11 @@ package supervisor
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -26,7 +28,11 @@ const (
 	Running  WorkerState = "running"
 	Backoff  WorkerState = "backoff" // crashed, waiting to restart
 	Draining WorkerState = "draining"
-	Stopped  WorkerState = "stopped"
+	// CrashLoop: the worker keeps crashing (crashLoopAfter restarts or
+	// more, none followed by a stable run); shown while it runs and while
+	// it waits to restart.
+	CrashLoop WorkerState = "crashloop"
+	Stopped   WorkerState = "stopped"
 )
 
 // WorkerStatus is a snapshot of one worker.
@@ -37,6 +43,9 @@ type WorkerStatus struct {
 	State    WorkerState `json:"state"`
 	Started  time.Time   `json:"started"`
 	Restarts int         `json:"restarts"`
+	// KillAt, while the worker drains, is when it gets SIGKILL if it has
+	// not exited by then (stop signal + drain_timeout).
+	KillAt time.Time `json:"kill_at,omitzero"`
 }
 
 // workerSpec is everything a worker needs to run.
@@ -51,6 +60,7 @@ type workerSpec struct {
 	drainTimeout time.Duration
 	restart      bool         // restart on crash once up; false for preflight
 	log          io.Writer    // prefixed output goes here
+	logger       *slog.Logger // the daemon's log: exits and restarts; nil: none
 	notify       *Notifier    // if set, a worker is up only after READY=1
 	keeper       FDKeeper     // holds a copy of each output pipe; nil: none
 	cgroups      *cgroup.Tree // a cgroup per process; nil: process groups only
@@ -65,6 +75,7 @@ type worker struct {
 	spec   workerSpec
 	stop   chan struct{} // closed to retire the worker
 	once   sync.Once
+	abrupt atomic.Bool   // set by Kill: retire with SIGKILL, no drain
 	detach chan struct{} // closed to let the process go without stopping it
 	dOnce  sync.Once
 	done   chan struct{} // closed when run has reaped its last process, or let it go
@@ -135,6 +146,14 @@ func (w *worker) set(f func(*WorkerStatus)) {
 // Retire asks the worker to drain and stop; Done is closed once it has.
 func (w *worker) Retire() { w.once.Do(func() { close(w.stop) }) }
 
+// Kill retires the worker without a drain: SIGKILL to its process group
+// and cgroup at once. For a preflight instance, which never had live
+// traffic: its answer is in, and nothing should wait for its stop.
+func (w *worker) Kill() {
+	w.abrupt.Store(true)
+	w.Retire()
+}
+
 // Detach stops supervising the worker and leaves its process running, for
 // the next daemon to adopt; Done is closed once it has let go.
 func (w *worker) Detach() { w.dOnce.Do(func() { close(w.detach) }) }
@@ -148,6 +167,21 @@ func (w *worker) Err() error {
 	return w.err
 }
 
+// crashLoopAfter is the number of restarts, without a stable run between
+// them, from which a worker shows as CrashLoop.
+const crashLoopAfter = 3
+
+// stableAfter is how long a restarted worker must stay up before its
+// backoff starts again from 1s: much longer than min_uptime, which only
+// says it started, so that a worker that crashes every few seconds is not
+// restarted at once forever (README: crash restarts).
+func stableAfter(minUptime time.Duration) time.Duration {
+	return max(10*minUptime, stableFloor)
+}
+
+// stableFloor is stableAfter's least value; tests shorten it.
+var stableFloor = 30 * time.Second
+
 // backoff is 1s × 1.5^n, capped at 30s (README: crash restarts).
 func backoff(n int) time.Duration {
 	d := time.Second
@@ -155,6 +189,15 @@ func backoff(n int) time.Duration {
 		d = d * 3 / 2
 	}
 	return min(d, 30*time.Second)
+}
+
+// event tells the daemon's log about the worker, if it has one.
+func (w *worker) event(level slog.Level, msg string, args ...any) {
+	if w.spec.logger == nil {
+		return
+	}
+	w.spec.logger.Log(context.Background(), level, msg,
+		append([]any{"app", w.spec.app, "release", w.spec.release, "worker", w.spec.index}, args...)...)
 }
 
 func (w *worker) changed() {
@@ -190,6 +233,9 @@ func (w *worker) run(adopted *process) {
 				w.fail(err, everUp)
 				return
 			}
+			if everUp {
+				w.event(slog.LevelInfo, "worker restarted", "pid", proc.pid, "restarts", w.Status().Restarts)
+			}
 		}
 		w.changed()
 		switch w.supervise(proc, wasAdopted, &everUp, &crashes) {
@@ -214,6 +260,8 @@ const (
 func (w *worker) supervise(proc *process, adopted bool, everUp *bool, crashes *int) outcome {
 	upTimer := time.NewTimer(w.spec.minUptime)
 	defer upTimer.Stop()
+	stable := time.NewTimer(stableAfter(w.spec.minUptime))
+	defer stable.Stop()
 	var msgs chan string
 	ready := w.spec.notify == nil || adopted
 	uptimeDone := adopted
@@ -245,6 +293,16 @@ func (w *worker) supervise(proc *process, adopted bool, everUp *bool, crashes *i
 				uptimeDone = true
 				becameUp = ready
 			}
+		case <-stable.C:
+			if *crashes > 0 && uptimeDone && ready {
+				w.event(slog.LevelInfo, "worker stable again: backoff reset", "pid", proc.pid, "restarts", w.Status().Restarts)
+				*crashes = 0
+				w.set(func(s *WorkerStatus) {
+					if s.State == CrashLoop {
+						s.State = Running
+					}
+				})
+			}
 		case st := <-proc.exit:
 			w.unregister(proc.pid)
 			signalGroup(proc.pid, syscall.SIGKILL) // leftovers of the group
@@ -254,10 +312,13 @@ func (w *worker) supervise(proc *process, adopted bool, everUp *bool, crashes *i
 				w.changed()
 				return end
 			}
+			wait := backoff(*crashes)
 			fmt.Fprintf(w.spec.log, "[%s w%d] exited (%s), restarting in %s\n",
-				w.spec.release, w.spec.index, st, backoff(*crashes))
+				w.spec.release, w.spec.index, st, wait)
+			w.event(slog.LevelWarn, "worker exited unexpectedly", "pid", proc.pid, "status", st,
+				"restart_in", wait.String(), "restarts", w.Status().Restarts)
 			w.changed()
-			if !w.sleep(backoff(*crashes)) {
+			if !w.sleep(wait, *crashes+1 >= crashLoopAfter) {
 				w.set(func(s *WorkerStatus) { s.State = Stopped })
 				return end
 			}
@@ -286,8 +347,11 @@ func (w *worker) supervise(proc *process, adopted bool, everUp *bool, crashes *i
 			return end
 		}
 		if becameUp {
-			*crashes = 0
-			w.set(func(s *WorkerStatus) { s.State = Running })
+			state := Running
+			if *crashes >= crashLoopAfter {
+				state = CrashLoop
+			}
+			w.set(func(s *WorkerStatus) { s.State = state })
 			if !*everUp {
 				*everUp = true
 				w.up <- nil
@@ -345,9 +409,14 @@ func (w *worker) unregister(pid int) {
 	}
 }
 
-// sleep waits d unless the worker is retired or detached first.
-func (w *worker) sleep(d time.Duration) bool {
-	w.set(func(s *WorkerStatus) { s.State = Backoff })
+// sleep waits d unless the worker is retired or detached first, shown as
+// Backoff, or CrashLoop if looping.
+func (w *worker) sleep(d time.Duration, looping bool) bool {
+	state := Backoff
+	if looping {
+		state = CrashLoop
+	}
+	w.set(func(s *WorkerStatus) { s.State = state })
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -489,20 +558,31 @@ func waitOutput(copied <-chan struct{}) {
 // daemon already sent the stop signal is not sent it again (a second one
 // forces the drain): it gets what is left of drainTimeout.
 func (w *worker) drain(proc *process) bool {
+	if w.abrupt.Load() {
+		signalGroup(proc.pid, syscall.SIGKILL)
+		proc.kill()
+		if proc.cgroup != nil {
+			_ = proc.cgroup.Kill()
+		}
+		<-proc.exit
+		w.set(func(s *WorkerStatus) { s.State = Stopped })
+		return true
+	}
 	w.mu.Lock()
-	w.status.State = Draining
 	since := w.drainSince
 	w.mu.Unlock()
 	timeout := w.spec.drainTimeout
 	if since.IsZero() {
 		signalGroup(proc.pid, w.spec.stopSignal)
+		since = time.Now()
 		w.mu.Lock()
-		w.drainSince = time.Now()
+		w.drainSince = since
 		w.mu.Unlock()
 		w.changed() // saved, so that the next daemon does not signal it again
 	} else {
 		timeout = max(0, timeout-time.Since(since))
 	}
+	w.set(func(s *WorkerStatus) { s.State, s.KillAt = Draining, since.Add(w.spec.drainTimeout) })
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -520,7 +600,7 @@ func (w *worker) drain(proc *process) bool {
 		<-proc.exit
 	}
 	signalGroup(proc.pid, syscall.SIGKILL)
-	w.set(func(s *WorkerStatus) { s.State = Stopped })
+	w.set(func(s *WorkerStatus) { s.State, s.KillAt = Stopped, time.Time{} })
 	return true
 }
 
