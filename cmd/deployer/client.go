@@ -69,7 +69,11 @@ func statusCmd() *cobra.Command {
 			fmt.Fprintln(tw, "APP\tWORKER\tPID\tRELEASE\tSTATE\tUPTIME\tRESTARTS")
 			for _, s := range st {
 				for _, w := range s.Workers {
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\n", s.App, w.Index, w.PID, w.Release, w.State,
+					state := string(w.State)
+					if !w.KillAt.IsZero() {
+						state += fmt.Sprintf(" (killed in %s)", max(0, time.Until(w.KillAt)).Round(time.Second))
+					}
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\n", s.App, w.Index, w.PID, w.Release, state,
 						time.Since(w.Started).Round(time.Second), w.Restarts)
 				}
 			}

@@ -394,6 +394,8 @@ func ioCopy(w io.Writer, resp *http.Response) (int64, error) { return io.Copy(w,
 // cli runs a client command of the daemon binary against d.
 func (d *daemon) cli(args ...string) (string, error) {
 	cmd := exec.Command(daemonBin, append(args, "-c", d.config)...)
+	// A -race binary sleeps 1s at exit unless told not to.
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
