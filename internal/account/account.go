@@ -147,8 +147,12 @@ func (a *Account) Owns(path string) error {
 // following a symlink and never leaving the tree: every step resolves
 // inside an os.Root of dir, so a process of the account (or of a previous
 // owner) that swaps a directory for a symlink mid-walk redirects nothing
-// outside. A nil account changes nothing.
-func (a *Account) ChownTree(dir string) error {
+// outside. Nor does it follow a hard link out: a file with more than one
+// link may have its other names anywhere (a previous owner's link to a
+// file it may write, a build's link into root's package cache), so it is
+// given only if it belongs to from, the tree's previous owner, already;
+// any other stays whose it is. A nil account changes nothing.
+func (a *Account) ChownTree(dir string, from uint32) error {
 	if a == nil {
 		return nil
 	}
@@ -163,6 +167,15 @@ func (a *Account) ChownTree(dir string) error {
 		}
 		if p == "." {
 			return nil
+		}
+		if !d.IsDir() {
+			fi, err := root.Lstat(p)
+			if err != nil {
+				return err
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || (st.Nlink > 1 && st.Uid != from) {
+				return nil
+			}
 		}
 		return root.Lchown(p, int(a.UID), int(a.GID))
 	})

@@ -11,7 +11,8 @@
 //     process never keeps root's groups.
 //   - ChownTree gives a tree to the account with its top last, so that
 //     nothing the account runs can reach into the tree while it is being
-//     handed over, and it never follows a symlink.
+//     handed over, and it never follows a symlink, nor a hard link to a
+//     file that was not the tree's previous owner's.
 //   - Reach tells, before anything starts, whether the account can walk
 //     down to a directory, so a bad data_dir mode is a start-up error and
 //     not a preflight mystery.
