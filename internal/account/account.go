@@ -17,6 +17,12 @@ import (
 // another user.
 var ErrCannotSwitch = errors.New("the daemon is not root and cannot run processes as another user")
 
+// GroupError is an error in the group (apps.APP.group) rather than the user.
+type GroupError struct{ Err error }
+
+func (e *GroupError) Error() string { return e.Err.Error() }
+func (e *GroupError) Unwrap() error { return e.Err }
+
 // Account is a Unix user and group to run processes as.
 type Account struct {
 	User   string
@@ -32,7 +38,7 @@ type Account struct {
 func Lookup(userName, groupName string) (*Account, error) {
 	if userName == "" {
 		if groupName != "" {
-			return nil, fmt.Errorf("group %q without a user", groupName)
+			return nil, &GroupError{fmt.Errorf("group %q without a user", groupName)}
 		}
 		return nil, nil
 	}
@@ -62,13 +68,13 @@ func Lookup(userName, groupName string) (*Account, error) {
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("no such group %q", groupName)
+			return nil, &GroupError{fmt.Errorf("no such group %q", groupName)}
 		}
 		gidStr = g.Gid
 	}
 	gid, err := strconv.ParseUint(gidStr, 10, 32)
 	if err != nil {
-		return nil, fmt.Errorf("group %q: gid %q: %w", groupName, gidStr, err)
+		return nil, &GroupError{fmt.Errorf("group %q: gid %q: %w", groupName, gidStr, err)}
 	}
 	a := &Account{User: u.Username, UID: uint32(uid), GID: uint32(gid), Home: u.HomeDir}
 	a.Groups = []uint32{a.GID}
@@ -82,6 +88,9 @@ func Lookup(userName, groupName string) (*Account, error) {
 	if os.Geteuid() != 0 {
 		if int(a.UID) == os.Geteuid() && int(a.GID) == os.Getegid() {
 			return nil, nil
+		}
+		if int(a.UID) == os.Geteuid() && groupName != "" {
+			return nil, &GroupError{fmt.Errorf("run as group %s (gid %d): %w", groupName, a.GID, ErrCannotSwitch)}
 		}
 		return nil, fmt.Errorf("run as %s (uid %d): %w", a.User, a.UID, ErrCannotSwitch)
 	}
