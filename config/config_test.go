@@ -105,6 +105,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"unknown user", goodApp + "    user: no-such-user-here\n", `apps.hello.user: no such user "no-such-user-here"`},
 		{"unknown group", goodApp + "    user: root\n    group: no-such-group-here\n", `apps.hello.group: no such group "no-such-group-here"`},
 		{"group alone", goodApp + "    group: root\n", `apps.hello.group: group "root" without a user`},
+		{"unknown user named like a group", goodApp + "    user: no-such-grouper\n", `apps.hello.user: no such user "no-such-grouper"`},
 		{"tiny memory", goodApp + "    limits: {memory: 100KiB}\n", "apps.hello.limits.memory: 100 KiB is below 1MiB"},
 		{"bad memory", goodApp + "    limits: {memory: lots}\n", "apps.hello.limits.memory"},
 		{"negative pids", goodApp + "    limits: {pids: -1}\n", "apps.hello.limits.pids: must not be negative"},

@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/deployer/deployer/internal/account"
 	"github.com/robfig/cron/v3"
 )
 
@@ -153,7 +154,7 @@ func (a *App) validate(key string, claim func(key, addr string) error) error {
 	}
 	if _, err := a.Account(); err != nil {
 		k := key + ".user"
-		if a.User == "" || strings.Contains(err.Error(), "group") {
+		if _, ok := errors.AsType[*account.GroupError](err); ok {
 			k = key + ".group"
 		}
 		return fmt.Errorf("%s: %w", k, err)

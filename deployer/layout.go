@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/deployer/deployer/internal/account"
 	"github.com/deployer/deployer/releases"
@@ -52,11 +53,27 @@ func prepareAccount(dataDir, appDir string, acct *account.Account, log *slog.Log
 // giveTree hands rel's tree to the app's user if it is not already its:
 // after a build, or before a release built for another user goes live
 // again (the app's user changed).
+//
+// An app that names no user any more, under a root daemon, gets its trees
+// taken back by root: root's processes must not run code that the previous
+// user (or another app that runs as that user) can still change.
 func (j *job) giveTree(rel *releases.Release) error {
 	dir := j.store.Dir(rel.ID)
-	if j.acct == nil || j.acct.OwnedBy(dir) {
+	to, mode := j.acct, os.FileMode(0o750)
+	if to == nil {
+		if os.Geteuid() != 0 {
+			return nil // a daemon that is not root only ever made its own trees
+		}
+		to, mode = &account.Account{User: "root", UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())}, 0o700
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", rel.ID, err)
+	}
+	if to.OwnedBy(dir) {
 		return nil
 	}
+	from := fi.Sys().(*syscall.Stat_t).Uid
 	// Take it back first: nothing of a previous owner may work in the
 	// tree while it changes hands (the walk cannot be led outside it
 	// either way: it runs inside an os.Root).
@@ -66,10 +83,10 @@ func (j *job) giveTree(rel *releases.Release) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("release %s: %w", rel.ID, err)
 	}
-	if err := j.acct.ChownTree(dir); err != nil {
+	if err := to.ChownTree(dir, from); err != nil {
 		return fmt.Errorf("release %s: %w", rel.ID, err)
 	}
-	if err := os.Chmod(dir, 0o750); err != nil {
+	if err := os.Chmod(dir, mode); err != nil {
 		return fmt.Errorf("release %s: %w", rel.ID, err)
 	}
 	return nil

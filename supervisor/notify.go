@@ -50,8 +50,23 @@ type earlyMsg struct {
 	msg string
 }
 
-// maxEarly bounds the messages kept for senders not registered yet.
-const maxEarly = 256
+// maxEarly bounds the messages kept for senders not registered yet, and
+// maxEarlyPerGroup those of one cgroup: a worker says little before it is
+// registered (READY=1, a STATUS=).
+const (
+	maxEarly         = 256
+	maxEarlyPerGroup = 8
+)
+
+func countFunc[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, v := range s {
+		if f(v) {
+			n++
+		}
+	}
+	return n
+}
 
 // earlyTTL bounds how long an unclaimed message is kept: a pid that never
 // registers (a worker's child, a process gone since) must not hand a stale
@@ -160,9 +175,10 @@ func (n *Notifier) serve() {
 		if pid <= 0 {
 			continue
 		}
+		cg := cgroup.Of(pid) // the sender's, read at once: the pid may go
 		for _, line := range strings.Split(string(buf[:nb]), "\n") {
 			if line != "" {
-				n.deliver(pid, line)
+				n.deliver(pid, cg, line)
 			}
 		}
 	}
@@ -181,8 +197,8 @@ func senderPID(oob []byte) int {
 	return 0
 }
 
-func (n *Notifier) deliver(pid int, msg string) {
-	cg := cgroup.Of(pid) // the sender's, read at once: the pid may go
+// deliver routes msg from pid, which is in cgroup cg ("" if unknown).
+func (n *Notifier) deliver(pid int, cg, msg string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.within != "" && !strings.HasPrefix(cg, n.within+"/") {
@@ -204,6 +220,12 @@ func (n *Notifier) deliver(pid int, msg string) {
 	}
 	now := time.Now()
 	n.early = slices.DeleteFunc(n.early, func(m earlyMsg) bool { return now.Sub(m.at) > earlyTTL })
+	// One sender's group (an app's build, a worker's leftover) may not
+	// fill the queue that the early messages of every other app's workers
+	// wait in.
+	if cg != "" && countFunc(n.early, func(m earlyMsg) bool { return m.cg == cg }) >= maxEarlyPerGroup {
+		return
+	}
 	if len(n.early) < maxEarly {
 		n.early = append(n.early, earlyMsg{at: now, pid: pid, cg: cg, msg: msg})
 	}
@@ -223,7 +245,10 @@ func (n *Notifier) register(pid int, cg string, ch chan<- string) {
 		if time.Since(m.at) > earlyTTL {
 			return true
 		}
-		if m.pid != pid && (cg == "" || m.cg != cg) {
+		// A worker in a group of its own claims what was sent from that
+		// group; the same pid in another group is an earlier process that
+		// had the pid (another app's, maybe), not this worker.
+		if (cg == "" && m.pid != pid) || (cg != "" && m.cg != cg) {
 			return false
 		}
 		select {

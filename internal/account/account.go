@@ -17,6 +17,12 @@ import (
 // another user.
 var ErrCannotSwitch = errors.New("the daemon is not root and cannot run processes as another user")
 
+// GroupError is an error in the group (apps.APP.group) rather than the user.
+type GroupError struct{ Err error }
+
+func (e *GroupError) Error() string { return e.Err.Error() }
+func (e *GroupError) Unwrap() error { return e.Err }
+
 // Account is a Unix user and group to run processes as.
 type Account struct {
 	User   string
@@ -32,7 +38,7 @@ type Account struct {
 func Lookup(userName, groupName string) (*Account, error) {
 	if userName == "" {
 		if groupName != "" {
-			return nil, fmt.Errorf("group %q without a user", groupName)
+			return nil, &GroupError{fmt.Errorf("group %q without a user", groupName)}
 		}
 		return nil, nil
 	}
@@ -62,13 +68,13 @@ func Lookup(userName, groupName string) (*Account, error) {
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("no such group %q", groupName)
+			return nil, &GroupError{fmt.Errorf("no such group %q", groupName)}
 		}
 		gidStr = g.Gid
 	}
 	gid, err := strconv.ParseUint(gidStr, 10, 32)
 	if err != nil {
-		return nil, fmt.Errorf("group %q: gid %q: %w", groupName, gidStr, err)
+		return nil, &GroupError{fmt.Errorf("group %q: gid %q: %w", groupName, gidStr, err)}
 	}
 	a := &Account{User: u.Username, UID: uint32(uid), GID: uint32(gid), Home: u.HomeDir}
 	a.Groups = []uint32{a.GID}
@@ -82,6 +88,9 @@ func Lookup(userName, groupName string) (*Account, error) {
 	if os.Geteuid() != 0 {
 		if int(a.UID) == os.Geteuid() && int(a.GID) == os.Getegid() {
 			return nil, nil
+		}
+		if int(a.UID) == os.Geteuid() && groupName != "" {
+			return nil, &GroupError{fmt.Errorf("run as group %s (gid %d): %w", groupName, a.GID, ErrCannotSwitch)}
 		}
 		return nil, fmt.Errorf("run as %s (uid %d): %w", a.User, a.UID, ErrCannotSwitch)
 	}
@@ -147,8 +156,12 @@ func (a *Account) Owns(path string) error {
 // following a symlink and never leaving the tree: every step resolves
 // inside an os.Root of dir, so a process of the account (or of a previous
 // owner) that swaps a directory for a symlink mid-walk redirects nothing
-// outside. A nil account changes nothing.
-func (a *Account) ChownTree(dir string) error {
+// outside. Nor does it follow a hard link out: a file with more than one
+// link may have its other names anywhere (a previous owner's link to a
+// file it may write, a build's link into root's package cache), so it is
+// given only if it belongs to from, the tree's previous owner, already;
+// any other stays whose it is. A nil account changes nothing.
+func (a *Account) ChownTree(dir string, from uint32) error {
 	if a == nil {
 		return nil
 	}
@@ -163,6 +176,15 @@ func (a *Account) ChownTree(dir string) error {
 		}
 		if p == "." {
 			return nil
+		}
+		if !d.IsDir() {
+			fi, err := root.Lstat(p)
+			if err != nil {
+				return err
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || (st.Nlink > 1 && st.Uid != from) {
+				return nil
+			}
 		}
 		return root.Lchown(p, int(a.UID), int(a.GID))
 	})

@@ -81,7 +81,7 @@ func TestCredentialAndEnv(t *testing.T) {
 		}
 	}
 	var nilAcc *Account
-	if nilAcc.Credential() != nil || len(nilAcc.Env([]string{"A=1"})) != 1 || nilAcc.ChownTree(t.TempDir()) != nil {
+	if nilAcc.Credential() != nil || len(nilAcc.Env([]string{"A=1"})) != 1 || nilAcc.ChownTree(t.TempDir(), 0) != nil {
 		t.Fatal("a nil account changed something")
 	}
 }
@@ -114,7 +114,7 @@ func TestChownTreeFollowsNoLink(t *testing.T) {
 	if err := os.Symlink(filepath.Join(base, "outdir"), filepath.Join(tree, "dirlink")); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.ChownTree(tree); err != nil {
+	if err := a.ChownTree(tree, 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"tree", "tree/a", "tree/a/b/f", "tree/a/link", "tree/dirlink"} {
@@ -157,5 +157,49 @@ func TestReach(t *testing.T) {
 	}
 	if err := a.Reach(deep); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// ChownTree follows no hard link out of the tree either: a file with
+// another name elsewhere (a previous owner's link to a file of root's, a
+// build's link into root's package cache) stays whose it is, unless it was
+// the previous owner's already.
+func TestChownTreeGivesNoFileLinkedFromOutside(t *testing.T) {
+	needRoot(t)
+	a, err := Lookup("daemon", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const prev = 65534 // the tree's previous owner
+	base := t.TempDir()
+	tree := filepath.Join(base, "tree")
+	if err := os.Mkdir(tree, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, uid := range map[string]int{"roots": 0, "prevs": prev} {
+		p := filepath.Join(base, name)
+		if err := os.WriteFile(p, []byte(name), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(p, filepath.Join(tree, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(tree, "plain"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ChownTree(tree, prev); err != nil {
+		t.Fatal(err)
+	}
+	if got := owner(t, filepath.Join(base, "roots")); got != 0 {
+		t.Errorf("a file of root's linked into the tree was given away: now owned by %d", got)
+	}
+	for _, p := range []string{"tree", "tree/plain", "tree/prevs"} {
+		if got := owner(t, filepath.Join(base, p)); got != a.UID {
+			t.Errorf("%s owned by %d, want %d", p, got, a.UID)
+		}
 	}
 }

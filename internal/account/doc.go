@@ -10,8 +10,9 @@
 //   - Credential sets uid, gid and the supplementary groups together: a
 //     process never keeps root's groups.
 //   - ChownTree gives a tree to the account inside an os.Root of it, with
-//     lchown: a symlink, or a directory swapped for one mid-walk, can
-//     never lead it outside the tree.
+//     lchown: a symlink, or a directory swapped for one mid-walk, can never
+//     lead it outside the tree; nor does a hard link to a file that was
+//     not the tree's previous owner's.
 //   - Reach tells, before anything starts, whether the account can walk
 //     down to a directory, so a bad data_dir mode is a start-up error and
 //     not a preflight mystery.
