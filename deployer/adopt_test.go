@@ -33,8 +33,8 @@ func roles(recs []poolRecord) string {
 }
 
 // TestWorkersFileFollowsEveryChangeOfThePools: the live pool is saved once
-// started, a green pool while it starts, and after the cut-over only green,
-// now live.
+// started, a green pool while it starts, after the cut-over green, now
+// live, beside blue draining, and once blue has drained green alone.
 func TestWorkersFileFollowsEveryChangeOfThePools(t *testing.T) {
 	ta := newTestApp(t, testConfig())
 	ta.withLive()
@@ -60,9 +60,10 @@ func TestWorkersFileFollowsEveryChangeOfThePools(t *testing.T) {
 	if err := <-res; err != nil {
 		t.Fatal(err)
 	}
-	if got := roles(ta.workersFile()); got != "v2:live " {
+	if got := roles(ta.workersFile()); got != "v2:live " && got != "v2:live v1:draining " {
 		t.Fatalf("after the cut-over: %s", got)
 	}
+	waitUntil(t, "blue's drain to end in workers.json", func() bool { return roles(ta.workersFile()) == "v2:live " })
 }
 
 // TestResumeAdoptsTheRecordedLivePoolAndRetiresTheRest: the pool recorded

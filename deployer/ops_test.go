@@ -36,9 +36,10 @@ func TestRollbackGoesLiveWithoutRebuildAndMovesTheBranchBack(t *testing.T) {
 	if ta.status("v2") != releases.RolledBack || ta.status("v1") != releases.Live {
 		t.Fatalf("v1 %s v2 %s", ta.status("v1"), ta.status("v2"))
 	}
-	if !v2.isStopped() || ta.starter.last().Release() != "v1" {
+	if ta.starter.last().Release() != "v1" {
 		t.Fatal("v1's pool did not replace v2's")
 	}
+	waitUntil(t, "v2's pool to drain", v2.isStopped)
 	if e := ta.store.LastEvent("rollback"); e == nil || e.Release != "v1" || e.From != "v2" || e.By != "bob" {
 		t.Fatalf("ledger: %+v", e)
 	}
@@ -120,9 +121,10 @@ func TestReloadStartsFreshWorkersWithTheCurrentConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := ta.starter.last()
-	if !old.isStopped() || fresh == old || fresh.spec.Workers != 3 || fresh.spec.Env["MODE"] != "fresh" {
-		t.Fatalf("fresh pool %+v, old stopped %v", fresh.spec, old.isStopped())
+	if fresh == old || fresh.spec.Workers != 3 || fresh.spec.Env["MODE"] != "fresh" {
+		t.Fatalf("fresh pool %+v", fresh.spec)
 	}
+	waitUntil(t, "the old pool to drain", old.isStopped)
 	if ta.repo.updates != 0 || ta.current() != "v1" {
 		t.Fatal("reload moved the branch or current")
 	}
