@@ -49,6 +49,9 @@ type pool interface {
 	// timeout ends first, it stops them all and says why.
 	WaitUp(ctx context.Context, timeout time.Duration) error
 	Stop()
+	// Promote gives a pool that booted at a lower CPU priority the
+	// priority of a live one.
+	Promote() error
 	// Detach stops supervising the workers and leaves them running.
 	Detach()
 	Status() []supervisor.WorkerStatus

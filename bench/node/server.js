@@ -8,6 +8,7 @@
 //          so keep-alive clients move on, then close what is left.
 'use strict';
 const http = require('http');
+const net = require('net');
 
 const mode = process.env.STOP_MODE || 'close';
 const GRACE_MS = 1500;
@@ -31,8 +32,14 @@ function stop() {
     server.close(() => process.exit(0));
     return;
   }
-  server.close(() => process.exit(0)); // no new connections; exits once all are gone
-  setTimeout(() => server.closeAllConnections(), GRACE_MS).unref();
+  // Stop accepting: net.Server's close, not http.Server's, which since
+  // Node 19 also closes idle keep-alive connections at once (as in
+  // examples/node).
+  net.Server.prototype.close.call(server, () => process.exit(0));
+  setTimeout(() => {
+    server.keepAliveTimeout = 1; // connections going idle from now on close too
+    server.closeIdleConnections();
+  }, GRACE_MS).unref();
 }
 process.on('SIGTERM', stop); // deployer's stop_signal
 process.on('SIGINT', stop); // PM2's
