@@ -247,8 +247,9 @@ func (p *fakePool) Stop() {
 		close(p.stopped)
 	})
 }
-func (p *fakePool) Detach()        { p.detached.Store(true) }
-func (p *fakePool) Promote() error { return nil }
+func (p *fakePool) Detach()                           { p.detached.Store(true) }
+func (p *fakePool) Promote() error                    { return nil }
+func (p *fakePool) StopAccepting(time.Duration) error { return nil }
 
 func (p *fakePool) WaitUp(ctx context.Context, _ time.Duration) error {
 	if p.hold != nil {

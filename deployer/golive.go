@@ -88,6 +88,15 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 		j.log.Warn("green stays at its boot CPU priority", "release", rel.ID, "err", err)
 	}
 	j.recordLive(rel, c)
+	// The cut-over ends when blue stops taking connections: from then on
+	// every new one goes to green. A worker that keeps its listener open
+	// while it drains is not waited for longer than acceptWait.
+	if blue != nil {
+		if err := blue.StopAccepting(min(acceptWait, j.cfg.DrainTimeout)); err != nil {
+			j.pr.Info("%v: it may take new connections until it exits", err)
+			j.log.Warn("the replaced pool still holds the app's socket", "err", err)
+		}
+	}
 	j.drainInBackground(blue)
 	lt.swap = time.Since(t)
 	lt.step = ""
@@ -105,6 +114,10 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	}
 	return lt, nil
 }
+
+// acceptWait bounds how long a cut-over waits for the pool it replaces to
+// close its listeners after the stop signal.
+const acceptWait = 2 * time.Second
 
 // bootNice is the nice value preflight and green workers boot at while the
 // live workers serve beside them: the CPU a booting runtime burns (loading

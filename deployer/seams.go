@@ -52,6 +52,9 @@ type pool interface {
 	// Promote gives a pool that booted at a lower CPU priority the
 	// priority of a live one.
 	Promote() error
+	// StopAccepting sends the workers their stop signal and returns once
+	// none holds the app's sockets any more, or timeout passes (an error).
+	StopAccepting(timeout time.Duration) error
 	// Detach stops supervising the workers and leaves them running.
 	Detach()
 	Status() []supervisor.WorkerStatus

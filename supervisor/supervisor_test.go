@@ -28,11 +28,13 @@ func TestHelperWorker(t *testing.T) {
 	if os.Getenv("SUPERVISOR_HELPER") != "1" {
 		t.Skip("helper process")
 	}
-	ln, err := net.FileListener(os.NewFile(3, "listen"))
+	f := os.NewFile(3, "listen")
+	ln, err := net.FileListener(f)
 	if err != nil {
 		fmt.Println("no socket:", err)
 		os.Exit(3)
 	}
+	f.Close() // the listener holds its own copy, closed on the stop signal
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" && os.Getenv("HELPER_HEALTH") != "" {
 			code, _ := strconv.Atoi(os.Getenv("HELPER_HEALTH"))

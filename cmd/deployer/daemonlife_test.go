@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/internal/testutil"
+	"github.com/deployer/deployer/supervisor"
 )
 
 // The daemon is never the outage: it can be upgraded in place, and killed,
@@ -66,9 +67,9 @@ func (d *daemon) sameWorkers(pids []int) {
 func (d *daemon) reloadReplaces(pids []int) {
 	d.t.Helper()
 	d.mustCLI("reload", "hello")
-	for _, p := range d.workerPIDs() {
-		if slices.Contains(pids, p) {
-			d.t.Fatalf("worker %d survived the reload", p)
+	for _, w := range d.status().Workers {
+		if slices.Contains(pids, w.PID) && w.State != supervisor.Draining && w.State != supervisor.Stopped {
+			d.t.Fatalf("worker %d survived the reload: %+v", w.PID, w)
 		}
 	}
 	testutil.WaitFor(d.t, 30*time.Second, "the previous workers to be gone", func() bool {

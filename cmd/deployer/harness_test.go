@@ -309,9 +309,10 @@ func (d *daemon) branch() string {
 	return strings.TrimSpace(string(out))
 }
 
-// get fetches / from the app.
+// get fetches / from the app on a new connection: a kept-alive one may be
+// to a worker that drains and still answers it.
 func (d *daemon) get() (string, error) {
-	c := &http.Client{Timeout: 10 * time.Second}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + d.appAddr + "/")
 	if err != nil {
 		return "", err

@@ -255,3 +255,19 @@ func writeFile(path, val string) error {
 	}
 	return err
 }
+
+// Procs are the processes in group name of the tree (cgroup.procs), none
+// if it cannot be read.
+func (t *Tree) Procs(name string) []int {
+	b, err := os.ReadFile(filepath.Join(t.dir, filepath.Clean("/"+name), "cgroup.procs"))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

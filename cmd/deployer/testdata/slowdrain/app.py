@@ -24,7 +24,8 @@ class Handler(BaseHTTPRequestHandler):
 
 def drain(*_):
     def later():
-        srv.shutdown()  # no more accepts
+        srv.shutdown()  # no more accepts...
+        srv.socket.close()  # ...and the listener let go, as the protocol asks
         time.sleep(3)
         os._exit(0)
     threading.Thread(target=later).start()  # not a daemon thread: the exit waits for it
