@@ -248,7 +248,6 @@ func (p *fakePool) Stop() {
 	})
 }
 func (p *fakePool) Detach()                           { p.detached.Store(true) }
-func (p *fakePool) Promote() error                    { return nil }
 func (p *fakePool) StopAccepting(time.Duration) error { return nil }
 
 func (p *fakePool) WaitUp(ctx context.Context, _ time.Duration) error {

@@ -3,7 +3,6 @@ package deployer
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/deployer/deployer/releases"
@@ -36,7 +35,6 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	var lt liveTimes
 	t := time.Now()
 	spec := j.poolSpec(rel)
-	spec.BootNice = bootNice()
 	if err := j.giveTree(rel); err != nil {
 		lt.step = "preflight"
 		return lt, err
@@ -84,9 +82,6 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	}
 	// The new state is on disk before the drain, which may take drain_timeout.
 	blue := j.swap(green)
-	if err := green.Promote(); err != nil {
-		j.log.Warn("green stays at its boot CPU priority", "release", rel.ID, "err", err)
-	}
 	j.recordLive(rel, c)
 	// The cut-over ends when blue stops taking connections: from then on
 	// every new one goes to green. A worker that keeps its listener open
@@ -118,18 +113,6 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 // acceptWait bounds how long a cut-over waits for the pool it replaces to
 // close its listeners after the stop signal.
 const acceptWait = 2 * time.Second
-
-// bootNice is the nice value preflight and green workers boot at while the
-// live workers serve beside them: the CPU a booting runtime burns (loading
-// code, warming a JIT) then delays the live pool's requests less (README,
-// "Steady latency through a swap"). Green is raised back to 0 at the
-// cut-over, which takes privilege: a daemon that is not root boots at 0.
-func bootNice() int {
-	if os.Geteuid() != 0 {
-		return 0
-	}
-	return 10
-}
 
 // waitLikePreflight waits, once green's workers are up, until green has
 // been starting for as long as the preflight instance took to answer

@@ -49,9 +49,6 @@ type pool interface {
 	// timeout ends first, it stops them all and says why.
 	WaitUp(ctx context.Context, timeout time.Duration) error
 	Stop()
-	// Promote gives a pool that booted at a lower CPU priority the
-	// priority of a live one.
-	Promote() error
 	// StopAccepting sends the workers their stop signal and returns once
 	// none holds the app's sockets any more, or timeout passes (an error).
 	StopAccepting(timeout time.Duration) error

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -49,11 +48,6 @@ type PoolSpec struct {
 	// Limits apply to each worker's cgroup, as far as the tree has the
 	// controllers (the daemon said at start which it has not).
 	Limits cgroup.Limits
-	// BootNice, if set, is the nice value the workers start at, until
-	// Promote: booting workers then take less CPU from the live ones
-	// serving beside them. Raising it back needs privilege (root, or
-	// CAP_SYS_NICE), so callers set it only when they have it.
-	BootNice int
 	// Account, if set, is the user the workers run as; nil: the daemon's.
 	Account *account.Account
 	// OnChange, if set, is called (from the worker's goroutine) whenever a
@@ -157,17 +151,6 @@ func AdoptPool(spec PoolSpec, recs []WorkerRecord, out func(pid int) *os.File) (
 
 // Records are what a later daemon needs to adopt the pool's running
 // workers (AdoptPool).
-// Promote gives the workers the CPU priority of live ones (nice 0), now and
-// for every restart: the pool has been cut over to. It says which worker's
-// priority could not be raised.
-func (p *Pool) Promote() error {
-	var errs []error
-	for _, w := range p.workers {
-		errs = append(errs, w.promote())
-	}
-	return errors.Join(errs...)
-}
-
 func (p *Pool) Records() []WorkerRecord {
 	var out []WorkerRecord
 	for _, w := range p.workers {
@@ -218,7 +201,6 @@ func (p *Pool) workerSpec(i int, sockets []*Socket, restart bool) workerSpec {
 		keeper:       s.Keeper,
 		cgroups:      s.Cgroups,
 		limits:       s.Limits,
-		nice:         s.BootNice,
 		account:      s.Account,
 		onChange:     s.OnChange,
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/deployer/deployer/internal/account"
 	"github.com/deployer/deployer/internal/cgroup"
-	"golang.org/x/sys/unix"
 )
 
 // WorkerState is what a worker is doing.
@@ -66,7 +65,6 @@ type workerSpec struct {
 	keeper       FDKeeper     // holds a copy of each output pipe; nil: none
 	cgroups      *cgroup.Tree // a cgroup per process; nil: process groups only
 	limits       cgroup.Limits
-	nice         int              // the nice value a process starts at (0: the daemon's)
 	account      *account.Account // runs the process; nil: the daemon's user
 	onChange     func()           // called when the worker's process changes
 }
@@ -78,7 +76,6 @@ type worker struct {
 	stop   chan struct{} // closed to retire the worker
 	once   sync.Once
 	abrupt atomic.Bool   // set by Kill: retire with SIGKILL, no drain
-	nice   atomic.Int32  // the nice value the next process starts at; promote zeroes it
 	detach chan struct{} // closed to let the process go without stopping it
 	dOnce  sync.Once
 	done   chan struct{} // closed when run has reaped its last process, or let it go
@@ -105,7 +102,6 @@ func newWorker(spec workerSpec, adopted *process, rec WorkerRecord) *worker {
 		up:     make(chan error, 1),
 		tail:   &tailBuffer{max: 8},
 	}
-	w.nice.Store(int32(spec.nice))
 	w.status = WorkerStatus{Index: spec.index, Release: spec.release, State: Starting, Restarts: rec.Restarts}
 	if adopted != nil {
 		w.ticks, w.group = adopted.started, rec.Cgroup
@@ -149,23 +145,6 @@ func (w *worker) set(f func(*WorkerStatus)) {
 
 // Retire asks the worker to drain and stop; Done is closed once it has.
 func (w *worker) Retire() { w.once.Do(func() { close(w.stop) }) }
-
-// promote gives the worker's process, and those it will start, nice 0.
-func (w *worker) promote() error {
-	if w.nice.Swap(0) == 0 {
-		return nil
-	}
-	w.mu.Lock()
-	pid := w.status.PID
-	w.mu.Unlock()
-	if pid <= 0 {
-		return nil
-	}
-	if err := unix.Setpriority(unix.PRIO_PGRP, pid, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("worker %d: nice 0: %w", w.spec.index, err)
-	}
-	return nil
-}
 
 // Kill retires the worker without a drain: SIGKILL to its process group
 // and cgroup at once. For a preflight instance, which never had live
@@ -486,10 +465,6 @@ func (w *worker) startOnce() (*process, error) {
 			_ = g.Remove()
 		}
 		return nil, fmt.Errorf("worker %d: %w", w.spec.index, err)
-	}
-	if n := w.nice.Load(); n != 0 {
-		// Every thread of the group, and those it makes from now on.
-		_ = unix.Setpriority(unix.PRIO_PGRP, pid, int(n))
 	}
 	ticks, _ := startTicks(pid) // before Wait: the process exists, if only as a zombie
 	osProc, err := os.FindProcess(pid)
