@@ -84,6 +84,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Daemon, error) {
 		}
 	}
 	d.notify = notify
+	warnSharedUsers(cfg, log)
 	for _, name := range cfg.AppNames() {
 		a, err := openApp(ctx, cfg.DataDir, cfg.Apps[name], cfg.Git, notify, log, opts)
 		if err != nil {
@@ -453,3 +454,21 @@ func (q *outQueue) close() {
 const outDrainTimeout = 10 * time.Second
 
 var errDetached = errors.New("client disconnected")
+
+// warnSharedUsers says at start which apps run as the same user: they can
+// read and change each other's trees, shared files and processes
+// (docs/SECURITY.md). Allowed, for apps that belong together.
+func warnSharedUsers(cfg *config.Config, log *slog.Logger) {
+	byUID := map[uint32][]string{}
+	for _, name := range cfg.AppNames() {
+		if acct, err := cfg.Apps[name].Account(); err == nil && acct != nil && !acct.Root() {
+			byUID[acct.UID] = append(byUID[acct.UID], name)
+		}
+	}
+	for uid, apps := range byUID {
+		if len(apps) > 1 {
+			log.Warn("apps run as the same user and can reach each other's files and processes: give each a user of its own",
+				"uid", uid, "apps", strings.Join(apps, ","))
+		}
+	}
+}

@@ -101,35 +101,40 @@ func (j *job) mkShared(rel string, dir bool) error {
 		return err
 	}
 	defer root.Close()
-	own := func(p string) error {
+	// Chowned through the descriptor just made, never by name again: the
+	// app's user may swap the name for something else meanwhile.
+	own := func(made *os.File) error {
+		defer made.Close()
 		if j.acct == nil {
 			return nil
 		}
-		return root.Lchown(p, int(j.acct.UID), int(j.acct.GID))
+		return made.Chown(int(j.acct.UID), int(j.acct.GID))
+	}
+	mkdir := func(p string) error {
+		if err := root.Mkdir(p, 0o755); err != nil {
+			return err
+		}
+		f, err := root.OpenFile(p, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return err
+		}
+		return own(f)
 	}
 	cur := ""
 	for _, p := range splitPath(filepath.Dir(rel)) {
 		cur = filepath.Join(cur, p)
-		if err := root.Mkdir(cur, 0o755); err == nil {
-			if err := own(cur); err != nil {
-				return err
-			}
-		} else if !os.IsExist(err) {
+		if err := mkdir(cur); err != nil && !os.IsExist(err) {
 			return err
 		}
 	}
 	if dir {
-		if err := root.Mkdir(rel, 0o755); err != nil {
-			return err
-		}
-	} else {
-		f, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		f.Close()
+		return mkdir(rel)
 	}
-	return own(rel)
+	f, err := root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	return own(f)
 }
 
 // splitPath is the names of a clean relative path, none for ".".
