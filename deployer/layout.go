@@ -40,13 +40,36 @@ func prepareAccount(dataDir, appDir string, acct *account.Account, log *slog.Log
 			}
 		}
 	}
-	if err := acct.Owns(filepath.Join(appDir, "shared")); err != nil {
+	if err := giveShared(filepath.Join(appDir, "shared"), acct); err != nil {
 		return err
 	}
 	if err := acct.Reach(filepath.Join(appDir, "releases")); err != nil {
 		return err
 	}
 	log.Info("the app's build, hooks and workers run as " + acct.String())
+	return nil
+}
+
+// giveShared gives shared/ and, when it was another user's (the app's user
+// changed), what it holds to acct: the same walk as a release tree's.
+func giveShared(dir string, acct *account.Account) error {
+	if acct.OwnedBy(dir) {
+		return nil
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	from := fi.Sys().(*syscall.Stat_t).Uid
+	if err := os.Lchown(dir, os.Geteuid(), os.Getegid()); err != nil {
+		return err
+	}
+	if from == uint32(os.Geteuid()) {
+		return acct.Owns(dir) // the daemon's own until now: nothing inside is another user's
+	}
+	if err := acct.ChownTree(dir, from); err != nil {
+		return fmt.Errorf("shared: %w", err)
+	}
 	return nil
 }
 
