@@ -50,8 +50,10 @@ func prepareAccount(dataDir, appDir string, acct *account.Account, log *slog.Log
 	return nil
 }
 
-// giveShared gives shared/ and, when it was another user's (the app's user
-// changed), what it holds to acct: the same walk as a release tree's.
+// giveShared gives shared/ and what it holds to acct when it is not
+// acct's yet (the app's user is new, or changed): the same walk as a
+// release tree's, so files the app ran as root with, or an .env the
+// operator put there, are readable by the app's user.
 func giveShared(dir string, acct *account.Account) error {
 	if acct.OwnedBy(dir) {
 		return nil
@@ -63,9 +65,6 @@ func giveShared(dir string, acct *account.Account) error {
 	from := fi.Sys().(*syscall.Stat_t).Uid
 	if err := os.Lchown(dir, os.Geteuid(), os.Getegid()); err != nil {
 		return err
-	}
-	if from == uint32(os.Geteuid()) {
-		return acct.Owns(dir) // the daemon's own until now: nothing inside is another user's
 	}
 	if err := acct.ChownTree(dir, from); err != nil {
 		return fmt.Errorf("shared: %w", err)
