@@ -1,10 +1,13 @@
 package config
 
 import (
+	"fmt"
+	"os"
 	"runtime"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/deployer/deployer/internal/account"
@@ -20,6 +23,8 @@ type Config struct {
 	Git Git `mapstructure:"git" yaml:"git"`
 	// Apps by name. Default: none.
 	Apps map[string]*App `mapstructure:"apps" yaml:"apps"`
+	// Fleet lists the other hosts of the fleet (SPEC §10). Default: none.
+	Fleet Fleet `mapstructure:"fleet" yaml:"fleet"`
 
 	// File is the config file that was loaded, "" for built-in defaults.
 	File string `mapstructure:"-" yaml:"-"`
@@ -115,6 +120,45 @@ type App struct {
 	Hooks Hooks `mapstructure:"hooks" yaml:"hooks"`
 }
 
+// Fleet is this host's view of the fleet: its peers and how they
+// authenticate each other.
+type Fleet struct {
+	// Name labels the fleet (and this host's answers). Default "": the hostname.
+	Name string `mapstructure:"name" yaml:"name"`
+	// TokenFile holds the secret every host of the fleet shares. Required with peers.
+	TokenFile string `mapstructure:"token_file" yaml:"token_file"`
+	// BatchSize is how many peers switch at a time after this host. Default 1.
+	BatchSize int `mapstructure:"batch_size" yaml:"batch_size"`
+	// Pause is the wait between batches. Default 0.
+	Pause time.Duration `mapstructure:"pause" yaml:"pause"`
+	// Peers are the other hosts. Default: none.
+	Peers []Peer `mapstructure:"peers" yaml:"peers"`
+}
+
+// Peer is another host of the fleet.
+type Peer struct {
+	// Name is the host's name in output. Required, unique.
+	Name string `mapstructure:"name" yaml:"name"`
+	// URL is the peer's git HTTP(S) listener, e.g. http://10.0.0.2:7007. Required.
+	URL string `mapstructure:"url" yaml:"url"`
+}
+
+// Token reads the fleet's shared secret; "" with no peers.
+func (f Fleet) Token() (string, error) {
+	if f.TokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(f.TokenFile)
+	if err != nil {
+		return "", err
+	}
+	t := strings.TrimSpace(string(b))
+	if len(t) < 16 {
+		return "", fmt.Errorf("%s: the fleet token must be at least 16 characters", f.TokenFile)
+	}
+	return t, nil
+}
+
 // Limits are cgroup v2 limits for one process and everything it forks.
 // A zero field sets no limit.
 type Limits struct {
@@ -178,7 +222,8 @@ func Default() *Config {
 			StallTimeout:     60 * time.Second,
 			MaxReleaseSize:   2 << 30,
 		},
-		Apps: map[string]*App{},
+		Apps:  map[string]*App{},
+		Fleet: Fleet{BatchSize: 1},
 	}
 }
 

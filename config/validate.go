@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,6 +34,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("log_format: %q is not text or json", c.LogFormat)
 	}
 	if err := c.validateGit(); err != nil {
+		return err
+	}
+	if err := c.validateFleet(); err != nil {
 		return err
 	}
 	seen := map[string]string{}
@@ -79,12 +84,18 @@ func (c *Config) CheckCredentials() error {
 	for _, f := range []struct{ key, path string }{
 		{"git.tokens_file", c.Git.TokensFile},
 		{"git.authorized_keys", c.Git.AuthorizedKeys},
+		{"fleet.token_file", c.Fleet.TokenFile},
 	} {
 		if f.path == "" {
 			continue
 		}
 		if err := readable(f.path); err != nil {
 			return fmt.Errorf("%s: %w", f.key, err)
+		}
+	}
+	if c.Fleet.TokenFile != "" {
+		if _, err := c.Fleet.Token(); err != nil {
+			return fmt.Errorf("fleet.token_file: %w", err)
 		}
 	}
 	return nil
@@ -235,6 +246,7 @@ func (c *Config) validateGit() error {
 		{"git.ssh_host_key", &c.Git.SSHHostKey},
 		{"git.tls_cert", &c.Git.TLSCert},
 		{"git.tls_key", &c.Git.TLSKey},
+		{"fleet.token_file", &c.Fleet.TokenFile},
 	} {
 		if *p.val == "" {
 			continue
@@ -272,3 +284,34 @@ func (c *Config) validateGit() error {
 	}
 	return nil
 }
+
+func (c *Config) validateFleet() error {
+	f := &c.Fleet
+	if f.BatchSize < 1 {
+		return fmt.Errorf("fleet.batch_size: must be at least 1")
+	}
+	if f.Pause < 0 {
+		return fmt.Errorf("fleet.pause: must not be negative")
+	}
+	if len(f.Peers) > 0 && f.TokenFile == "" {
+		return fmt.Errorf("fleet.token_file: required when fleet.peers lists hosts")
+	}
+	names := map[string]bool{}
+	for i, p := range f.Peers {
+		key := fmt.Sprintf("fleet.peers[%d]", i)
+		if !hostNameRE.MatchString(p.Name) {
+			return fmt.Errorf("%s.name: %q must match [a-z0-9][a-z0-9.-]*", key, p.Name)
+		}
+		if names[p.Name] {
+			return fmt.Errorf("%s.name: %q is listed twice", key, p.Name)
+		}
+		names[p.Name] = true
+		u, err := url.Parse(p.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("%s.url: %q is not an http(s)://host:port URL of the peer's git listener", key, p.URL)
+		}
+	}
+	return nil
+}
+
+var hostNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)

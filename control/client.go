@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/fleet"
 )
 
 // Client talks to a daemon's control socket. Errors the daemon reports come
@@ -47,6 +48,13 @@ func NewClient(socket string) *Client {
 func (c *Client) Status(ctx context.Context) ([]deployer.Status, error) {
 	var s []deployer.Status
 	return s, c.getJSON(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// FleetStatus asks the daemon what every host of its fleet runs: itself
+// first, then each peer, or why a peer did not answer.
+func (c *Client) FleetStatus(ctx context.Context) ([]fleet.Result, error) {
+	var r []fleet.Result
+	return r, c.getJSON(ctx, http.MethodGet, "/v1/fleet/status", nil, &r)
 }
 
 // Push asks the daemon to deploy p, copying its progress to out. It returns

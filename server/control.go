@@ -23,6 +23,7 @@ func (s *Server) controlHandler(d *deployer.Daemon) http.Handler {
 		control.Reply(w, control.VersionInfo{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion,
 			Started: s.started.UTC(), PID: os.Getpid()}, nil)
 	})
+	mux.HandleFunc("GET /v1/fleet/status", s.handleFleetStatus(d))
 	mux.HandleFunc("POST /v1/upgrade", func(w http.ResponseWriter, r *http.Request) {
 		var req control.UpgradeRequest
 		if !control.Decode(w, r, &req) {

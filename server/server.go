@@ -19,6 +19,7 @@ import (
 	"github.com/deployer/deployer/config"
 	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/fleet"
 	"github.com/deployer/deployer/hooks"
 	"github.com/deployer/deployer/hooks/gitserver"
 	"github.com/deployer/deployer/internal/buildinfo"
@@ -328,6 +329,11 @@ func (s *Server) serve() error {
 			Apps: d, Tokens: gitserver.Tokens{File: s.cfg.Git.TokensFile}, Socket: s.socket(), HookDir: s.hookDir(),
 			MaxPack: int64(s.cfg.Git.MaxPackSize), Log: s.log, AuthDelay: 300 * time.Millisecond, Limits: limits,
 		}).Server()
+		if token, err := s.cfg.Fleet.Token(); err != nil {
+			s.log.Error("fleet: peers cannot reach this host", "err", err)
+		} else if token != "" {
+			s.git.Handler = fleet.Handler(token, func() fleet.Host { return s.fleetSelf(d) }, s.git.Handler)
+		}
 		go s.serveGit(s.git, gitserver.NewListener(s.gitLn, limits, s.log, "git http"))
 		if s.cfg.Git.TokensFile == "" {
 			s.log.Warn("git.tokens_file is not set: every HTTP push will be refused")

@@ -3,14 +3,17 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/fleet"
 	"github.com/deployer/deployer/hooks"
 	"github.com/deployer/deployer/hooks/gitserver"
 	"github.com/deployer/deployer/internal/escape"
@@ -30,7 +33,7 @@ func socketPath(cmd *cobra.Command) (string, error) {
 }
 
 func statusCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, wholeFleet bool
 	c := &cobra.Command{
 		Use:   "status [APP]",
 		Short: "apps, live release and workers",
@@ -39,6 +42,9 @@ func statusCmd() *cobra.Command {
 			sock, err := socketPath(cmd)
 			if err != nil {
 				return err
+			}
+			if wholeFleet {
+				return fleetStatus(cmd, control.NewClient(sock), args, asJSON)
 			}
 			all, err := control.NewClient(sock).Status(cmd.Context())
 			if err != nil {
@@ -80,6 +86,7 @@ func statusCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	c.Flags().BoolVar(&wholeFleet, "fleet", false, "every host of the fleet: which release is live where")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }
@@ -131,4 +138,51 @@ func lastDeploy(s deployer.Status) string {
 		out += ": " + trim(e.Detail, 60)
 	}
 	return out
+}
+
+// fleetStatus prints which release of each app is live on each host of the
+// fleet, and where they disagree.
+func fleetStatus(cmd *cobra.Command, c *control.Client, args []string, asJSON bool) error {
+	res, err := c.FleetStatus(cmd.Context())
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Hosts []fleet.Result      `json:"hosts"`
+			Split map[string][]string `json:"split"`
+		}{res, fleet.Split(res)})
+	}
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tAPP\tLIVE\tREVISION")
+	for _, r := range res {
+		host := escape.Controls(r.Host)
+		if r.Self {
+			host += " (this host)"
+		}
+		if r.State == nil {
+			fmt.Fprintf(tw, "%s\t-\t-\tunreachable: %s\n", host, escape.Controls(r.Error))
+			continue
+		}
+		for _, a := range r.State.Apps {
+			if len(args) == 1 && a.App != args[0] {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", host, escape.Controls(a.App), orDash(escape.Controls(a.Live)), orDash(shortRev(a.Revision)))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	split := fleet.Split(res)
+	for _, app := range slices.Sorted(maps.Keys(split)) {
+		if len(args) == 1 && app != args[0] {
+			continue
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "\nsplit: %s differs on %s (run deployer rollback %s --fleet, or push, to converge)\n",
+			app, strings.Join(split[app], ", "), app)
+	}
+	return nil
 }

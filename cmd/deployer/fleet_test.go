@@ -1,0 +1,129 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/deployer/deployer/fleet"
+)
+
+const fleetToken = "fleet-secret-0123456789"
+
+// fleetDaemon starts a daemon whose config has a fleet section: the fleet
+// token, and peers (name -> git address) if any.
+func fleetDaemon(t *testing.T, token string, peers map[string]string) *daemon {
+	t.Helper()
+	d := writeDaemonConfig(t, "")
+	if err := os.WriteFile(filepath.Join(d.dir, "fleet-token"), []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := "fleet:\n  token_file: fleet-token\n"
+	if len(peers) > 0 {
+		f += "  peers:\n"
+		for _, name := range []string{"web2", "web3"} {
+			if addr, ok := peers[name]; ok {
+				f += fmt.Sprintf("    - {name: %s, url: \"http://%s\"}\n", name, addr)
+			}
+		}
+	}
+	cfg, _ := os.ReadFile(d.config)
+	if err := os.WriteFile(d.config, append(cfg, f...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.start()
+	t.Cleanup(d.stop)
+	return d
+}
+
+type fleetView struct {
+	Hosts []fleet.Result      `json:"hosts"`
+	Split map[string][]string `json:"split"`
+}
+
+func (d *daemon) fleetStatus() fleetView {
+	d.t.Helper()
+	var v fleetView
+	if err := json.Unmarshal([]byte(d.mustCLI("status", "--fleet", "--json")), &v); err != nil {
+		d.t.Fatal(err)
+	}
+	return v
+}
+
+// TestStatusFleetShowsWhichReleaseIsLiveWhere: three daemons on one
+// machine; `deployer status --fleet` on the first shows each host's live
+// release and revision, names the hosts that differ, and reports a host
+// that is down or refuses the token instead of leaving it out. The fleet's
+// endpoint takes only the fleet's token, never a pusher's.
+func TestStatusFleetShowsWhichReleaseIsLiveWhere(t *testing.T) {
+	d2 := fleetDaemon(t, fleetToken, nil)
+	d3 := fleetDaemon(t, fleetToken, nil)
+	d1 := fleetDaemon(t, fleetToken, map[string]string{"web2": d2.gitAddr, "web3": d3.gitAddr})
+	r := newAppRepo(t)
+	for _, d := range []*daemon{d1, d2, d3} {
+		r.mustPush(d)
+	}
+	v := d1.fleetStatus()
+	if len(v.Hosts) != 3 || !v.Hosts[0].Self || v.Hosts[1].Host != "web2" || v.Hosts[2].Host != "web3" {
+		t.Fatalf("hosts: %+v", v.Hosts)
+	}
+	for _, h := range v.Hosts {
+		if h.State == nil || len(h.State.Apps) != 1 || h.State.Apps[0].Live != "v1" || h.State.Apps[0].Revision != d1.branch() {
+			t.Fatalf("%s: %+v (%s)", h.Host, h.State, h.Error)
+		}
+	}
+	if len(v.Split) != 0 {
+		t.Fatalf("split on an agreeing fleet: %v", v.Split)
+	}
+
+	// web2 moves on alone: the fleet is split, and says where.
+	r.commit("second", map[string]string{"message.txt": "two"})
+	r.mustPush(d2)
+	out := d1.mustCLI("status", "--fleet")
+	if !strings.Contains(out, "split: hello differs on web2") {
+		t.Fatalf("no split in:\n%s", out)
+	}
+	// web3 goes down: reported, not left out.
+	d3.stop()
+	v = d1.fleetStatus()
+	if v.Hosts[2].State != nil || !strings.Contains(v.Hosts[2].Error, "connection refused") {
+		t.Fatalf("web3 down: %+v", v.Hosts[2])
+	}
+
+	// Only the fleet's token opens the endpoint.
+	for _, c := range []struct {
+		name string
+		set  func(*http.Request)
+	}{
+		{"no token", func(*http.Request) {}},
+		{"a pusher's token", func(r *http.Request) { r.SetBasicAuth("alice", testToken) }},
+		{"a wrong bearer", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+fleetToken+"x") }},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+d2.gitAddr+fleet.StatusPath, nil)
+		c.set(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: HTTP %d", c.name, resp.StatusCode)
+		}
+	}
+	// And the fleet's token pushes nothing.
+	if out, err := r.push("http://fleet:" + fleetToken + "@" + d2.gitAddr + "/hello.git"); err == nil {
+		t.Fatalf("a push with the fleet token went through:\n%s", out)
+	}
+
+	// A host whose token differs is reported as refusing it.
+	d4 := fleetDaemon(t, "another-fleet-secret-000", nil)
+	d5 := fleetDaemon(t, fleetToken, map[string]string{"web2": d4.gitAddr})
+	v = d5.fleetStatus()
+	if !strings.Contains(v.Hosts[1].Error, "refused this host's fleet token") {
+		t.Fatalf("wrong token: %+v", v.Hosts[1])
+	}
+}

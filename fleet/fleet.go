@@ -1,0 +1,166 @@
+package fleet
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// StatusPath is where a daemon answers its peers with its Host.
+const StatusPath = "/_fleet/v1/status"
+
+// Host is what one daemon says of itself to its peers.
+type Host struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Apps    []App  `json:"apps"`
+}
+
+// App is one app of a host: its live release and the releases on disk.
+type App struct {
+	App      string    `json:"app"`
+	Live     string    `json:"live,omitempty"`
+	Revision string    `json:"revision,omitempty"` // the live release's
+	Releases []Release `json:"releases,omitempty"`
+}
+
+// Release is one release on a host's disk.
+type Release struct {
+	ID       string `json:"id"`
+	Revision string `json:"revision"`
+	Status   string `json:"status"`
+}
+
+// Peer is another host of the fleet.
+type Peer struct {
+	Name string
+	URL  string // its git HTTP(S) listener, e.g. http://10.0.0.2:7007
+}
+
+// Result is one host's answer, or why there is none.
+type Result struct {
+	Host  string `json:"host"`
+	URL   string `json:"url,omitempty"`
+	Self  bool   `json:"self,omitempty"`
+	State *Host  `json:"state,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Handler serves StatusPath to peers that present token, answering with
+// what self returns; next serves every other path.
+func Handler(token string, self func() Host, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/_fleet/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !Authorized(r, token) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="deployer fleet"`)
+			http.Error(w, "fleet: a peer's token is required", http.StatusUnauthorized)
+			return
+		}
+		if r.URL.Path != StatusPath || r.Method != http.MethodGet {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(self())
+	})
+}
+
+// Authorized reports whether r carries the fleet's token. An empty token
+// authorizes nothing.
+func Authorized(r *http.Request, token string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+}
+
+// Client asks peers.
+type Client struct {
+	Token string
+	HTTP  *http.Client // default: 5s timeout
+}
+
+// ErrUnauthorized means a peer refused the fleet's token.
+var ErrUnauthorized = errors.New("the peer refused this host's fleet token (is fleet.token_file the same on both?)")
+
+// Status asks the peer at url what it runs.
+func (c *Client) Status(ctx context.Context, url string) (*Host, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+StatusPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 5 * time.Second}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return nil, ErrUnauthorized
+	case resp.StatusCode != http.StatusOK:
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	var h Host
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&h); err != nil {
+		return nil, fmt.Errorf("answer: %w", err)
+	}
+	return &h, nil
+}
+
+// Gather is self's state and every peer's, asked at once, in the order
+// self first, then peers as listed.
+func (c *Client) Gather(ctx context.Context, self Host, peers []Peer) []Result {
+	out := make([]Result, len(peers)+1)
+	out[0] = Result{Host: self.Name, Self: true, State: &self}
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := Result{Host: p.Name, URL: p.URL}
+			if h, err := c.Status(ctx, p.URL); err != nil {
+				r.Error = err.Error()
+			} else {
+				r.State = h
+			}
+			out[i+1] = r
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// Split lists, per app, the hosts whose live release differs from the
+// first answering host's: empty when the fleet agrees.
+func Split(results []Result) map[string][]string {
+	want := map[string]string{}
+	out := map[string][]string{}
+	for _, r := range results {
+		if r.State == nil {
+			continue
+		}
+		for _, a := range r.State.Apps {
+			key := a.Live + " " + a.Revision
+			if w, ok := want[a.App]; !ok {
+				want[a.App] = key
+			} else if w != key {
+				out[a.App] = append(out[a.App], r.Host)
+			}
+		}
+	}
+	return out
+}
