@@ -29,8 +29,9 @@ type liveTimes struct {
 
 // goLive puts rel live through the health gate: preflight on a private
 // socket, green on the shared sockets, then cut-over (branch, current,
-// metadata, pools swapped, blue retired). On any failure green is stopped
-// and nothing else has changed.
+// metadata, ledger, pools swapped, blue told to stop and let go of the
+// sockets). It returns then: blue drains in the background. On any failure
+// before the cut-over green is stopped and nothing else has changed.
 func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	var lt liveTimes
 	t := time.Now()
