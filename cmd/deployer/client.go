@@ -186,3 +186,51 @@ func fleetStatus(cmd *cobra.Command, c *control.Client, args []string, asJSON bo
 	}
 	return nil
 }
+
+// fleetReleases prints app's releases on each host of the fleet, the live
+// one marked.
+func fleetReleases(cmd *cobra.Command, c *control.Client, app string, asJSON bool) error {
+	res, err := c.FleetStatus(cmd.Context())
+	if err != nil {
+		return err
+	}
+	type hostReleases struct {
+		Host     string          `json:"host"`
+		Live     string          `json:"live,omitempty"`
+		Releases []fleet.Release `json:"releases"`
+		Error    string          `json:"error,omitempty"`
+	}
+	var out []hostReleases
+	for _, r := range res {
+		h := hostReleases{Host: r.Host, Error: r.Error, Releases: []fleet.Release{}}
+		if r.State != nil {
+			for _, a := range r.State.Apps {
+				if a.App == app {
+					h.Live, h.Releases = a.Live, append(h.Releases, a.Releases...)
+				}
+			}
+		}
+		out = append(out, h)
+	}
+	if asJSON {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\t\tID\tREVISION\tSTATUS")
+	for _, h := range out {
+		if h.Error != "" {
+			fmt.Fprintf(tw, "%s\t\t-\t-\tunreachable: %s\n", escape.Controls(h.Host), escape.Controls(h.Error))
+			continue
+		}
+		for _, r := range h.Releases {
+			mark := ""
+			if r.ID == h.Live {
+				mark = "*"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", escape.Controls(h.Host), mark, escape.Controls(r.ID), shortRev(r.Revision), escape.Controls(r.Status))
+		}
+	}
+	return tw.Flush()
+}

@@ -87,6 +87,17 @@ func TestStatusFleetShowsWhichReleaseIsLiveWhere(t *testing.T) {
 	if !strings.Contains(out, "split: hello differs on web2") {
 		t.Fatalf("no split in:\n%s", out)
 	}
+	var rels []struct {
+		Host     string          `json:"host"`
+		Live     string          `json:"live"`
+		Releases []fleet.Release `json:"releases"`
+	}
+	if err := json.Unmarshal([]byte(d1.mustCLI("releases", "hello", "--fleet", "--json")), &rels); err != nil {
+		t.Fatal(err)
+	}
+	if len(rels) != 3 || rels[1].Host != "web2" || rels[1].Live != "v2" || len(rels[1].Releases) != 2 || rels[0].Live != "v1" {
+		t.Fatalf("releases --fleet: %+v", rels)
+	}
 	// web3 goes down: reported, not left out.
 	d3.stop()
 	v = d1.fleetStatus()

@@ -141,7 +141,7 @@ func cleanupCmd() *cobra.Command {
 }
 
 func releasesCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, wholeFleet bool
 	c := &cobra.Command{
 		Use:   "releases APP [--json]",
 		Short: "releases, newest first; the live one marked",
@@ -150,6 +150,9 @@ func releasesCmd() *cobra.Command {
 			cl, err := client(cmd)
 			if err != nil {
 				return err
+			}
+			if wholeFleet {
+				return fleetReleases(cmd, cl, args[0], asJSON)
 			}
 			l, err := cl.Releases(cmd.Context(), args[0])
 			if err != nil {
@@ -177,6 +180,7 @@ func releasesCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	c.Flags().BoolVar(&wholeFleet, "fleet", false, "the releases on every host of the fleet")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }
