@@ -57,6 +57,12 @@ func (c *Client) FleetStatus(ctx context.Context) ([]fleet.Result, error) {
 	return r, c.getJSON(ctx, http.MethodGet, "/v1/fleet/status", nil, &r)
 }
 
+// FleetRollback asks the daemon to roll app back on every host of its
+// fleet, all or nothing.
+func (c *Client) FleetRollback(ctx context.Context, app, to, by string, out io.Writer) error {
+	return c.streamed(ctx, http.MethodPost, "/v1/fleet/apps/"+app+"/rollback", RollbackRequest{To: to, By: by}, out)
+}
+
 // Push asks the daemon to deploy p, copying its progress to out. It returns
 // the deploy's error, if any.
 func (c *Client) Push(ctx context.Context, app string, p deployer.Push, out io.Writer) error {
@@ -209,6 +215,11 @@ func (c *Client) streamed(ctx context.Context, method, path string, body any, ou
 	defer resp.Body.Close()
 	return readStream(resp.Body, out)
 }
+
+// ReadStream copies the {"out"} messages of a streamed answer (Stream) to
+// out and returns its result: for answers that come another way than the
+// control socket, such as a fleet peer's.
+func ReadStream(r io.Reader, out io.Writer) error { return readStream(r, out) }
 
 // readStream copies {"out"} messages to out and returns the result message.
 func readStream(r io.Reader, out io.Writer) error {

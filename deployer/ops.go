@@ -35,8 +35,16 @@ func (j *job) rollback(to, by, why string) error {
 	}
 	ref, from := j.branchHead()
 	j.pr.Step("Rolling back %s from %s to %s (%s: %s), no rebuild", j.cfg.Name, live, target.ID, short(target.Revision), target.Message)
+	// Back to an older release, the one replaced is rolled-back: no longer
+	// a target for "the previous good one". Forward to a newer one (--to,
+	// or a fleet rollback putting a host back), the one replaced did no
+	// wrong: it is retired, as after a deploy.
+	retireAs := releases.RolledBack
+	if n, ok := releases.ParseID(live); ok && target.Number > n {
+		retireAs = releases.Retired
+	}
 	times, err := j.goLive(target, cutover{
-		ref: ref, from: from, to: target.Revision, previous: live, retireAs: releases.RolledBack,
+		ref: ref, from: from, to: target.Revision, previous: live, retireAs: retireAs,
 		event: &releases.Event{Event: "rollback", Release: target.ID, From: live, By: by, Detail: why}, since: start,
 	})
 	if err != nil {

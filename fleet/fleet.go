@@ -56,6 +56,17 @@ type Result struct {
 // Handler serves StatusPath to peers that present token, answering with
 // what self returns; next serves every other path.
 func Handler(token string, self func() Host, next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(self())
+	})
+	return Guard(token, mux, next)
+}
+
+// Guard sends every /_fleet/ request that carries token to peers, refuses
+// the others, and passes every other path to next.
+func Guard(token string, peers, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/_fleet/") {
 			next.ServeHTTP(w, r)
@@ -66,12 +77,7 @@ func Handler(token string, self func() Host, next http.Handler) http.Handler {
 			http.Error(w, "fleet: a peer's token is required", http.StatusUnauthorized)
 			return
 		}
-		if r.URL.Path != StatusPath || r.Method != http.MethodGet {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(self())
+		peers.ServeHTTP(w, r)
 	})
 }
 
@@ -91,29 +97,42 @@ type Client struct {
 // ErrUnauthorized means a peer refused the fleet's token.
 var ErrUnauthorized = errors.New("the peer refused this host's fleet token (is fleet.token_file the same on both?)")
 
-// Status asks the peer at url what it runs.
-func (c *Client) Status(ctx context.Context, url string) (*Host, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+StatusPath, nil)
+// Do sends a request to the peer at url (path on its listener), with the
+// fleet's token, and returns the response if its status is 200. Requests
+// that run a deploy take long: hc must have no overall timeout for them.
+func (c *Client) Do(ctx context.Context, hc *http.Client, method, url, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(url, "/")+path, body)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 5 * time.Second}
-	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
+		resp.Body.Close()
 		return nil, ErrUnauthorized
 	case resp.StatusCode != http.StatusOK:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
 		return nil, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
+	return resp, nil
+}
+
+// Status asks the peer at url what it runs.
+func (c *Client) Status(ctx context.Context, url string) (*Host, error) {
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 5 * time.Second}
+	}
+	resp, err := c.Do(ctx, hc, http.MethodGet, url, StatusPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
 	var h Host
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&h); err != nil {
 		return nil, fmt.Errorf("answer: %w", err)

@@ -24,6 +24,14 @@ func (s *Server) controlHandler(d *deployer.Daemon) http.Handler {
 			Started: s.started.UTC(), PID: os.Getpid()}, nil)
 	})
 	mux.HandleFunc("GET /v1/fleet/status", s.handleFleetStatus(d))
+	mux.HandleFunc("POST /v1/fleet/apps/{app}/rollback", func(w http.ResponseWriter, r *http.Request) {
+		var req control.RollbackRequest
+		if control.Decode(w, r, &req) {
+			control.Stream(w, func(out io.Writer) error {
+				return s.fleetRollback(r.Context(), d, r.PathValue("app"), req.To, req.By, out)
+			})
+		}
+	})
 	mux.HandleFunc("POST /v1/upgrade", func(w http.ResponseWriter, r *http.Request) {
 		var req control.UpgradeRequest
 		if !control.Decode(w, r, &req) {

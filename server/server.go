@@ -332,7 +332,7 @@ func (s *Server) serve() error {
 		if token, err := s.cfg.Fleet.Token(); err != nil {
 			s.log.Error("fleet: peers cannot reach this host", "err", err)
 		} else if token != "" {
-			s.git.Handler = fleet.Handler(token, func() fleet.Host { return s.fleetSelf(d) }, s.git.Handler)
+			s.git.Handler = fleet.Guard(token, s.fleetPeerAPI(d), s.git.Handler)
 		}
 		go s.serveGit(s.git, gitserver.NewListener(s.gitLn, limits, s.log, "git http"))
 		if s.cfg.Git.TokensFile == "" {

@@ -138,3 +138,63 @@ func TestStatusFleetShowsWhichReleaseIsLiveWhere(t *testing.T) {
 		t.Fatalf("wrong token: %+v", v.Hosts[1])
 	}
 }
+
+// TestRollbackFleetIsAllOrNothing: `deployer rollback APP --fleet` rolls
+// every host back, this one first; when a later host cannot, the hosts
+// already switched go back to what they ran, and the command fails naming
+// that host.
+func TestRollbackFleetIsAllOrNothing(t *testing.T) {
+	d2 := fleetDaemon(t, fleetToken, nil)
+	d3 := fleetDaemon(t, fleetToken, nil)
+	d1 := fleetDaemon(t, fleetToken, map[string]string{"web2": d2.gitAddr, "web3": d3.gitAddr})
+	r := newAppRepo(t)
+	for _, d := range []*daemon{d1, d2} {
+		r.mustPush(d)
+	}
+	r.commit("second", map[string]string{"message.txt": "two"})
+	for _, d := range []*daemon{d1, d2, d3} {
+		r.mustPush(d)
+	}
+	live := func() []string {
+		var out []string
+		for _, h := range d1.fleetStatus().Hosts {
+			out = append(out, h.State.Apps[0].Live)
+		}
+		return out
+	}
+	if got := live(); strings.Join(got, " ") != "v2 v2 v1" {
+		t.Fatalf("before: %v", got)
+	}
+	// web3 has nothing to roll back to: web2 and this host are put back.
+	out, err := d1.cli("rollback", "hello", "--fleet")
+	if err == nil || !strings.Contains(out, "web3:") || !strings.Contains(out, "putting back the hosts already switched") {
+		t.Fatalf("rollback --fleet with web3 unable: %v\n%s", err, out)
+	}
+	if got := live(); strings.Join(got, " ") != "v2 v2 v1" {
+		t.Fatalf("after the refused rollback: %v\n%s", got, out)
+	}
+	if body, _ := d2.get(); !strings.Contains(body, "two") {
+		t.Fatalf("web2 serves %q", body)
+	}
+
+	// With every host able to, all go back, each line prefixed by its host.
+	d3.stop()
+	d3b := fleetDaemon(t, fleetToken, nil) // a fresh web3, given both releases below
+	d1.stop()
+	cfg, _ := os.ReadFile(d1.config)
+	os.WriteFile(d1.config, []byte(strings.Replace(string(cfg), d3.gitAddr, d3b.gitAddr, 1)), 0o644)
+	d1.start()
+	r2 := newAppRepo(t)
+	r2.mustPush(d3b)
+	r2.commit("second", map[string]string{"message.txt": "two"})
+	r2.mustPush(d3b)
+	out = d1.mustCLI("rollback", "hello", "--fleet")
+	for _, want := range []string{"web2: -----> ", "web3: -----> ", "Fleet rollback of hello done on 3 host(s)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if got := live(); strings.Join(got, " ") != "v1 v1 v1" {
+		t.Fatalf("after the rollback: %v\n%s", got, out)
+	}
+}

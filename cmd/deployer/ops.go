@@ -38,6 +38,7 @@ func client(cmd *cobra.Command) (*control.Client, error) {
 
 func rollbackCmd() *cobra.Command {
 	var to string
+	var wholeFleet bool
 	c := &cobra.Command{
 		Use:   "rollback APP [--to ID]",
 		Short: "make the previous good release (or ID) live again, no rebuild",
@@ -47,10 +48,14 @@ func rollbackCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if wholeFleet {
+				return cl.FleetRollback(cmd.Context(), args[0], to, who(), cmd.OutOrStdout())
+			}
 			return cl.Rollback(cmd.Context(), args[0], to, who(), cmd.OutOrStdout())
 		},
 	}
 	c.Flags().StringVar(&to, "to", "", "release id to roll back to, e.g. v3")
+	c.Flags().BoolVar(&wholeFleet, "fleet", false, "every host of the fleet, this one first, all or nothing")
 	return c
 }
 
