@@ -113,14 +113,17 @@ func (j *job) adopt(current string) pool {
 		if err != nil {
 			continue
 		}
-		p, err := j.starter.AdoptPool(j.poolSpec(rel), rec.Workers, j.output)
+		// Only the pool that stays live gets new workers for those gone: the
+		// others are retired, and must not start their release again.
+		keep := adopted == nil && rec.Release == current && rec.Role != roleDraining
+		p, err := j.starter.AdoptPool(j.poolSpec(rel), rec.Workers, j.output, keep)
 		if err != nil {
 			continue
 		}
 		for _, w := range p.Records() {
 			inUse[w.Cgroup] = true
 		}
-		if adopted == nil && rec.Release == current && rec.Role != roleDraining {
+		if keep {
 			adopted = p
 			j.log.Info("adopted the running workers", "release", rel.ID, "workers", len(p.Records()))
 			continue

@@ -199,7 +199,7 @@ func (s *fakeStarter) NewPool(spec supervisor.PoolSpec) pool {
 	return p
 }
 
-func (s *fakeStarter) AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, _ func(int) *os.File) (pool, error) {
+func (s *fakeStarter) AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, _ func(int) *os.File, _ bool) (pool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(recs) == 0 {

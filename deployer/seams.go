@@ -65,7 +65,8 @@ type starter interface {
 	// Preflight says how long the instance took from its start to healthy.
 	Preflight(ctx context.Context, spec supervisor.PoolSpec, probe supervisor.Probe) (time.Duration, error)
 	NewPool(spec supervisor.PoolSpec) pool
-	AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, out func(pid int) *os.File) (pool, error)
+	// restartGone starts afresh the recorded workers whose process is gone.
+	AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, out func(pid int) *os.File, restartGone bool) (pool, error)
 }
 
 // processes is the starter of real worker processes.
@@ -77,8 +78,8 @@ func (processes) Preflight(ctx context.Context, spec supervisor.PoolSpec, probe 
 
 func (processes) NewPool(spec supervisor.PoolSpec) pool { return supervisor.NewPool(spec) }
 
-func (processes) AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, out func(pid int) *os.File) (pool, error) {
-	p, err := supervisor.AdoptPool(spec, recs, out)
+func (processes) AdoptPool(spec supervisor.PoolSpec, recs []supervisor.WorkerRecord, out func(pid int) *os.File, restartGone bool) (pool, error) {
+	p, err := supervisor.AdoptPool(spec, recs, out, restartGone)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}

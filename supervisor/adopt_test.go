@@ -102,7 +102,7 @@ func TestDetachedWorkersKeepServingAndAreAdoptedByTheirRecords(t *testing.T) {
 		t.Fatalf("detached workers do not serve: %v", err)
 	}
 
-	adopted, err := AdoptPool(spec, recs, k.output("t"))
+	adopted, err := AdoptPool(spec, recs, k.output("t"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestARecycledPidIsNeverAdopted(t *testing.T) {
 	p := startPool(t, testSpec(t, ss, helperStart(t), 1))
 	rec := p.Records()[0]
 	rec.Started++ // the same pid, another process
-	if _, err := AdoptPool(testSpec(t, ss, helperStart(t), 1), []WorkerRecord{rec}, func(int) *os.File { return nil }); !errors.Is(err, ErrNotAdoptable) {
+	if _, err := AdoptPool(testSpec(t, ss, helperStart(t), 1), []WorkerRecord{rec}, func(int) *os.File { return nil }, true); !errors.Is(err, ErrNotAdoptable) {
 		t.Fatalf("adopted a process with another start time: %v", err)
 	}
 	if !running(rec.PID) {
@@ -163,7 +163,7 @@ func TestAForgedRecordOfAnotherProcessIsNeverAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 	forged := []WorkerRecord{{Index: 0, PID: other.Process.Pid, Started: ticks}}
-	if _, err := AdoptPool(testSpec(t, ss, helperStart(t), 1), forged, func(int) *os.File { return nil }); !errors.Is(err, ErrNotAdoptable) {
+	if _, err := AdoptPool(testSpec(t, ss, helperStart(t), 1), forged, func(int) *os.File { return nil }, true); !errors.Is(err, ErrNotAdoptable) {
 		t.Fatalf("adopted a process that is not a worker: %v", err)
 	}
 	if !running(other.Process.Pid) {
@@ -171,5 +171,32 @@ func TestAForgedRecordOfAnotherProcessIsNeverAdopted(t *testing.T) {
 	}
 	if got := sane([]WorkerRecord{{Index: 0}, {Index: 0}, {Index: 5}, {Index: 1}}, 2); len(got) != 2 {
 		t.Fatalf("sane kept %v, want one record per index below 2", got)
+	}
+}
+
+// TestAPoolAdoptedToBeRetiredStartsNoWorkerForThoseGone: a draining pool
+// whose worker 0 ended its drain while no daemon ran is adopted with its
+// worker 1 only; no process of its release is started again on the app's
+// sockets.
+func TestAPoolAdoptedToBeRetiredStartsNoWorkerForThoseGone(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, helperStart(t), 2)
+	p := startPool(t, spec)
+	recs := p.Records()
+	p.Detach()
+	syscall.Kill(recs[0].PID, syscall.SIGKILL)
+	waitUntil(t, "worker 0 to be gone", func() bool { return !running(recs[0].PID) })
+
+	adopted, err := AdoptPool(spec, recs, func(int) *os.File { return nil }, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(adopted.Stop)
+	if got := pidsOf(adopted); !slices.Equal(got, []int{recs[1].PID}) {
+		t.Fatalf("adopted to be retired: workers %v, want only the one left, %d", got, recs[1].PID)
+	}
+	adopted.Stop()
+	if running(recs[1].PID) {
+		t.Fatalf("worker %d outlived Stop", recs[1].PID)
 	}
 }

@@ -109,9 +109,12 @@ func (p *Pool) WaitUp(ctx context.Context, timeout time.Duration) error {
 // release, as recorded by Records: each recorded process that is still the
 // same process (pid and start time) is supervised as if this daemon had
 // started it, its output read from out(pid) if the pipe was kept. A
-// recorded worker whose process is gone is started afresh. It fails with
-// ErrNotAdoptable, changing nothing, if no recorded process is left.
-func AdoptPool(spec PoolSpec, recs []WorkerRecord, out func(pid int) *os.File) (*Pool, error) {
+// recorded worker whose process is gone is started afresh if restartGone,
+// and left out otherwise: a pool that is only adopted to be retired (one
+// that was draining, or a release no longer live) must not get new
+// workers on the app's sockets. It fails with ErrNotAdoptable, changing
+// nothing, if no recorded process is left.
+func AdoptPool(spec PoolSpec, recs []WorkerRecord, out func(pid int) *os.File, restartGone bool) (*Pool, error) {
 	type found struct {
 		rec  WorkerRecord
 		proc *process
@@ -136,7 +139,9 @@ func AdoptPool(spec PoolSpec, recs []WorkerRecord, out func(pid int) *os.File) (
 	for _, rec := range recs {
 		i := slices.IndexFunc(live, func(f found) bool { return f.rec.PID == rec.PID })
 		if i < 0 {
-			p.workers = append(p.workers, newWorker(p.workerSpec(rec.Index, spec.Sockets, true), nil, WorkerRecord{}))
+			if restartGone {
+				p.workers = append(p.workers, newWorker(p.workerSpec(rec.Index, spec.Sockets, true), nil, WorkerRecord{}))
+			}
 			continue
 		}
 		ws := p.workerSpec(rec.Index, spec.Sockets, true)

@@ -123,3 +123,46 @@ func TestSwapsReturnAtTheCutOverAndBlueDrainsInTheBackground(t *testing.T) {
 		return true
 	})
 }
+
+// unevenDrainApp is testdata/slowdrain's app, with worker 0 draining in 4s
+// and worker 1 in 9s.
+func unevenDrainApp(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/slowdrain/app.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Replace(string(b), "time.sleep(3)", `time.sleep(4 if os.environ["DEPLOYER_WORKER"] == "0" else 9)`, 1)
+}
+
+// TestAfterAKill9DuringTheDrainTheNextDaemonStartsNoWorkerOfTheOldRelease:
+// the daemon is killed while v1 drains, and restarted once v1's worker 0
+// has ended its drain, worker 1 not yet. The next daemon finishes worker
+// 1's drain, and does not start worker 0 of v1 again on the app's socket.
+func TestAfterAKill9DuringTheDrainTheNextDaemonStartsNoWorkerOfTheOldRelease(t *testing.T) {
+	d, r := slowDrainDaemon(t)
+	r.commit("v1", map[string]string{"app.py": unevenDrainApp(t)})
+	r.mustPush(d)
+	var v1 []int
+	for _, w := range d.status().Workers {
+		v1 = append(v1, w.PID)
+	}
+	r.commit("v2", map[string]string{"v2": "2"})
+	r.mustPush(d)
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+	testutil.WaitFor(t, 10*time.Second, "v1's worker 0 to end its drain", func() bool { return !alive(v1[0]) })
+	if !alive(v1[1]) {
+		t.Fatal("v1's worker 1 ended its drain too soon for the test")
+	}
+	d.start()
+	for _, w := range d.status().Workers {
+		if w.Release == "v1" && w.PID != v1[1] {
+			t.Fatalf("the next daemon started v1 again: %+v (v1 was %v)", w, v1)
+		}
+	}
+	testutil.WaitFor(t, 10*time.Second, "v1's worker 1 to end its drain", func() bool { return !alive(v1[1]) })
+	if body, err := d.get(); err != nil || body != "hello from v2\n" {
+		t.Fatalf("after the drain: %q %v", body, err)
+	}
+}
