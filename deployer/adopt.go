@@ -125,6 +125,10 @@ func (j *job) adopt(current string) pool {
 		}
 		if keep {
 			adopted = p
+			// Listed at once (as green until resume makes it live), so that
+			// every save of workers.json from now on has it: a daemon killed
+			// again during this start still finds the live workers.
+			j.setGreen(p)
 			j.log.Info("adopted the running workers", "release", rel.ID, "workers", len(p.Records()))
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +146,37 @@ func TestDetachWaitsForTheOperationAndLetsTheWorkersGo(t *testing.T) {
 	}
 	if err := ta.inTurn(nil, func(j *job) error { return nil }); err == nil {
 		t.Fatal("an operation ran after detach")
+	}
+}
+
+// TestTheAdoptedPoolIsInWorkersFileFromTheStart: while a daemon starts, the
+// pool it adopts to stay live is in workers.json from the first save on
+// (here the one the retiring of another pool makes), before it is made
+// live: a second kill -9 during the start leaves the next daemon able to
+// adopt it.
+func TestTheAdoptedPoolIsInWorkersFileFromTheStart(t *testing.T) {
+	ta := newTestApp(t, testConfig())
+	ta.repo.addCommit("c1", "one")
+	ta.repo.addCommit("c2", "two", "c1")
+	ta.repo.refs[branchRef("main")] = "c2"
+	old := ta.addRelease("c1", releases.Retired)
+	live := ta.addRelease("c2", releases.Live)
+	ta.store.SetCurrent(live.ID)
+	b, _ := json.Marshal([]poolRecord{
+		{Release: old.ID, Role: roleDraining, Workers: []supervisor.WorkerRecord{{Index: 0, PID: 7}}},
+		{Release: live.ID, Role: roleLive, Workers: []supervisor.WorkerRecord{{Index: 0, PID: 5}}},
+	})
+	os.WriteFile(ta.App.workersFile(), b, 0o600)
+	err := ta.inTurn(nil, func(j *job) error {
+		if j.adopt(live.ID) == nil {
+			t.Error("nothing adopted")
+		}
+		if got := roles(ta.workersFile()); !strings.Contains(got, live.ID+":") {
+			t.Errorf("workers.json during the start: %s", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
