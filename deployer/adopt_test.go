@@ -171,8 +171,10 @@ func TestTheAdoptedPoolIsInWorkersFileFromTheStart(t *testing.T) {
 		if j.adopt(live.ID) == nil {
 			t.Error("nothing adopted")
 		}
+		// The old pool drains (fakes stop at once) and each change is saved.
+		waitUntil(t, "the old pool's drain saved", func() bool { return !strings.Contains(roles(ta.workersFile()), old.ID+":") })
 		if got := roles(ta.workersFile()); !strings.Contains(got, live.ID+":") {
-			t.Errorf("workers.json during the start: %s", got)
+			t.Errorf("workers.json during the start: %q", got)
 		}
 		return nil
 	})
