@@ -44,6 +44,9 @@ func TestKillDuringBuildLeavesAConsistentState(t *testing.T) {
 	v2 := filepath.Join(d.dir, "data/apps/hello/releases/v2")
 	d.start()
 	testutil.WaitFor(t, 30*time.Second, "workers after restart", func() bool { return len(d.workerPIDs()) == 2 })
+	// The workers are adopted (and listed) before the recovery of the disk:
+	// wait for the restart to be done with it.
+	testutil.WaitFor(t, 30*time.Second, "the recovery of v2", func() bool { return d.release("v2")["status"] != "building" })
 	d.serves("v1")
 	if st := d.release("v2"); st["status"] != "failed" || !strings.Contains(st["reason"].(string), "interrupted") {
 		t.Fatalf("v2 after the crash: %v", st)
