@@ -62,13 +62,7 @@ func (j *job) drainInBackground(blue pool) {
 // on. It may outlive the job, and the loop.
 func (j *job) retireInBackground(p pool) {
 	j.drainingc <- p
-	go func() {
-		p.Stop()
-		select {
-		case j.drainedc <- p:
-		case <-j.done: // the app closed, and stopped or let go of p
-		}
-	}()
+	j.drainInBackground(p)
 }
 
 // startPool starts a pool of spec and waits until it is up.

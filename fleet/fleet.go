@@ -53,17 +53,6 @@ type Result struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Handler serves StatusPath to peers that present token, answering with
-// what self returns; next serves every other path.
-func Handler(token string, self func() Host, next http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(self())
-	})
-	return Guard(token, mux, next)
-}
-
 // Guard sends every /_fleet/ request that carries token to peers, refuses
 // the others, and passes every other path to next.
 func Guard(token string, peers, next http.Handler) http.Handler {

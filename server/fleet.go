@@ -56,9 +56,7 @@ func (s *Server) handleFleetStatus(d *deployer.Daemon) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
-		token, _ := s.cfg.Fleet.Token()
-		c := &fleet.Client{Token: token}
-		control.Reply(w, c.Gather(ctx, s.fleetSelf(d), s.fleetPeers()), nil)
+		control.Reply(w, s.fleetClient().Gather(ctx, s.fleetSelf(d), s.fleetPeers()), nil)
 	}
 }
 
@@ -80,7 +78,10 @@ func (s *Server) fleetPeerAPI(d *deployer.Daemon) http.Handler {
 }
 
 func (s *Server) fleetClient() *fleet.Client {
-	token, _ := s.cfg.Fleet.Token()
+	s.mu.Lock()
+	f := s.cfg.Fleet
+	s.mu.Unlock()
+	token, _ := f.Token()
 	return &fleet.Client{Token: token}
 }
 

@@ -46,8 +46,8 @@ func (p *Pool) StopAccepting(timeout time.Duration) error {
 }
 
 // holding is a process of the worker that still holds one of the sockets
-// (by inode) open, 0 if none does, or the worker has not been signalled
-// yet (-1: still to be checked).
+// (by inode) open, or the worker's own pid while its stop signal is not
+// sent yet; 0 once none holds them.
 func (w *worker) holding(inodes map[uint64]bool) int {
 	w.mu.Lock()
 	pid, state, group, since := w.status.PID, w.status.State, w.group, w.drainSince
