@@ -20,4 +20,5 @@
 //   - Checkout's cost is bounded before it writes: the tree's blob sizes,
 //     read from the object headers, must fit the limit (git.max_release_size)
 //     and its entries MaxEntries; blobs are then streamed, never held whole.
+//   - Unpack, of a tree Pack made on a peer, is confined and bounded as Checkout.
 package releases
