@@ -13,4 +13,16 @@
 // /_fleet/v1/status on each peer, gathered by the daemon for `deployer
 // status --fleet`. A host that does not answer is reported with its error,
 // never left out, so a split fleet is always visible.
+//
+// Shipping moves a release's files to a peer (Client.Upload, received by a
+// Staging): a release's tar (PartTree) and its git bundle (PartBundle),
+// each described by its size and sha256 (Describe) before it leaves. A
+// part is sent with PUT IncomingPath?offset=N, streamed from disk, into
+// the peer's staging directory for a shipment id the sender chose; the
+// peer appends only at the size it holds, so an upload cut by a broken
+// connection or a restarting peer asks how much arrived (GET) and sends
+// the rest, instead of starting over. Nothing staged is trusted until
+// Staging.Open has checked the whole file against its description: a
+// short, long or altered part is ErrChecksum, never a release. Shipments
+// a sender left behind are swept by age.
 package fleet

@@ -80,7 +80,11 @@ func Authorized(r *http.Request, token string) bool {
 // Client asks peers.
 type Client struct {
 	Token string
-	HTTP  *http.Client // default: 5s timeout
+	HTTP  *http.Client // default: 5s timeout (never applied to an Upload)
+
+	// retryPause is the first pause of an Upload between attempts (default
+	// uploadPause), doubled after each; tests shorten it.
+	retryPause time.Duration
 }
 
 // ErrUnauthorized means a peer refused the fleet's token.
@@ -90,25 +94,51 @@ var ErrUnauthorized = errors.New("the peer refused this host's fleet token (is f
 // fleet's token, and returns the response if its status is 200. Requests
 // that run a deploy take long: hc must have no overall timeout for them.
 func (c *Client) Do(ctx context.Context, hc *http.Client, method, url, path string, body io.Reader) (*http.Response, error) {
+	req, err := c.newRequest(ctx, method, url, path, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.send(hc, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, refused(resp)
+	}
+	return resp, nil
+}
+
+// newRequest is a request to the peer at url (path on its listener) that
+// carries the fleet's token.
+func (c *Client) newRequest(ctx context.Context, method, url, path string, body io.Reader) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(url, "/")+path, body)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
+	return req, nil
+}
+
+// send is Do without the status check, for callers that act on other
+// answers than 200 (an upload's 409): only a refused token is an error.
+func (c *Client) send(hc *http.Client, req *http.Request) (*http.Response, error) {
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case resp.StatusCode == http.StatusUnauthorized:
+	if resp.StatusCode == http.StatusUnauthorized {
 		resp.Body.Close()
 		return nil, ErrUnauthorized
-	case resp.StatusCode != http.StatusOK:
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		return nil, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	return resp, nil
+}
+
+// refused reads and closes resp, a peer's answer other than 200, and says
+// why the peer refused.
+func refused(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	resp.Body.Close()
+	return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 }
 
 // Status asks the peer at url what it runs.
