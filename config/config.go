@@ -123,10 +123,15 @@ type App struct {
 // Fleet is this host's view of the fleet: its peers and how they
 // authenticate each other.
 type Fleet struct {
-	// Name labels the fleet (and this host's answers). Default "": the hostname.
+	// Name is this host's name in the fleet: in its answers to peers and as
+	// the prefix of its lines in a rollout. Default "": the hostname.
 	Name string `mapstructure:"name" yaml:"name"`
 	// TokenFile holds the secret every host of the fleet shares. Required with peers.
 	TokenFile string `mapstructure:"token_file" yaml:"token_file"`
+	// CAFile is a PEM bundle of the certificate authorities this host
+	// trusts for its peers' HTTPS (their git.tls_cert), besides the
+	// system's. Default "": the system's only.
+	CAFile string `mapstructure:"ca_file" yaml:"ca_file"`
 	// BatchSize is how many peers switch at a time after this host. Default 1.
 	BatchSize int `mapstructure:"batch_size" yaml:"batch_size"`
 	// Pause is the wait between batches. Default 0.

@@ -85,6 +85,7 @@ func (c *Config) CheckCredentials() error {
 		{"git.tokens_file", c.Git.TokensFile},
 		{"git.authorized_keys", c.Git.AuthorizedKeys},
 		{"fleet.token_file", c.Fleet.TokenFile},
+		{"fleet.ca_file", c.Fleet.CAFile},
 	} {
 		if f.path == "" {
 			continue
@@ -247,6 +248,7 @@ func (c *Config) validateGit() error {
 		{"git.tls_cert", &c.Git.TLSCert},
 		{"git.tls_key", &c.Git.TLSKey},
 		{"fleet.token_file", &c.Fleet.TokenFile},
+		{"fleet.ca_file", &c.Fleet.CAFile},
 	} {
 		if *p.val == "" {
 			continue
@@ -296,14 +298,17 @@ func (c *Config) validateFleet() error {
 	if len(f.Peers) > 0 && f.TokenFile == "" {
 		return fmt.Errorf("fleet.token_file: required when fleet.peers lists hosts")
 	}
-	names := map[string]bool{}
+	if f.Name != "" && !hostNameRE.MatchString(f.Name) {
+		return fmt.Errorf("fleet.name: %q must match [a-z0-9][a-z0-9.-]*", f.Name)
+	}
+	names := map[string]bool{f.Name: f.Name != ""}
 	for i, p := range f.Peers {
 		key := fmt.Sprintf("fleet.peers[%d]", i)
 		if !hostNameRE.MatchString(p.Name) {
 			return fmt.Errorf("%s.name: %q must match [a-z0-9][a-z0-9.-]*", key, p.Name)
 		}
 		if names[p.Name] {
-			return fmt.Errorf("%s.name: %q is listed twice", key, p.Name)
+			return fmt.Errorf("%s.name: %q is listed twice (or is this host's fleet.name)", key, p.Name)
 		}
 		names[p.Name] = true
 		u, err := url.Parse(p.URL)

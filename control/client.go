@@ -70,8 +70,9 @@ func (c *Client) Push(ctx context.Context, app string, p deployer.Push, out io.W
 }
 
 // DeployRev asks the daemon to build and deploy rev without a push.
-func (c *Client) DeployRev(ctx context.Context, app, rev, by string, out io.Writer) error {
-	return c.streamed(ctx, http.MethodPost, "/v1/apps/"+app+"/deploy", DeployRequest{Rev: rev, By: by}, out)
+// With toFleet, it rolls out to every host of the fleet.
+func (c *Client) DeployRev(ctx context.Context, app, rev, by string, toFleet bool, out io.Writer) error {
+	return c.streamed(ctx, http.MethodPost, "/v1/apps/"+app+"/deploy", DeployRequest{Rev: rev, By: by, Fleet: toFleet}, out)
 }
 
 // Rollback asks the daemon to make release to (or the previous good one) live.

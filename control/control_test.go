@@ -30,7 +30,7 @@ func (f *fakeDaemon) Status() []deployer.Status { return []deployer.Status{{App:
 func (f *fakeDaemon) Deploy(_ context.Context, _ string, _ deployer.Push, out io.Writer) error {
 	return f.op(out)
 }
-func (f *fakeDaemon) DeployRev(_ context.Context, _, _, _ string, out io.Writer) error {
+func (f *fakeDaemon) DeployRev(_ context.Context, _, _, _ string, _ bool, out io.Writer) error {
 	return f.op(out)
 }
 func (f *fakeDaemon) Rollback(_ context.Context, _, _, _ string, out io.Writer) error {
@@ -143,7 +143,7 @@ func TestSuccessAnswersDecode(t *testing.T) {
 	cl := serve(t, NewMux(&fakeDaemon{}))
 	ctx := context.Background()
 	var out strings.Builder
-	if err := cl.DeployRev(ctx, "hello", "main", "alice", &out); err != nil || out.String() != "-----> working\n" {
+	if err := cl.DeployRev(ctx, "hello", "main", "alice", false, &out); err != nil || out.String() != "-----> working\n" {
 		t.Errorf("DeployRev: %v, output %q", err, out.String())
 	}
 	if st, err := cl.Status(ctx); err != nil || len(st) != 1 || st[0].App != "hello" {

@@ -18,7 +18,7 @@ import (
 type API interface {
 	Status() []deployer.Status
 	Deploy(ctx context.Context, app string, p deployer.Push, out io.Writer) error
-	DeployRev(ctx context.Context, app, rev, by string, out io.Writer) error
+	DeployRev(ctx context.Context, app, rev, by string, toFleet bool, out io.Writer) error
 	Rollback(ctx context.Context, app, to, by string, out io.Writer) error
 	Reload(ctx context.Context, app, by string, out io.Writer) error
 	Cleanup(ctx context.Context, app string, keep int, dryRun bool, by string) (*deployer.CleanupResult, error)
@@ -69,7 +69,7 @@ func NewMux(api API) *http.ServeMux {
 	mux.HandleFunc("POST /v1/apps/{app}/deploy", func(w http.ResponseWriter, r *http.Request) {
 		var req DeployRequest
 		if Decode(w, r, &req) {
-			Stream(w, func(out io.Writer) error { return api.DeployRev(r.Context(), r.PathValue("app"), req.Rev, req.By, out) })
+			Stream(w, func(out io.Writer) error { return api.DeployRev(r.Context(), r.PathValue("app"), req.Rev, req.By, req.Fleet, out) })
 		}
 	})
 	mux.HandleFunc("POST /v1/apps/{app}/rollback", func(w http.ResponseWriter, r *http.Request) {

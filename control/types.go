@@ -10,7 +10,10 @@ import (
 // as they always have: clients and daemons of other versions meet during
 // an upgrade.
 type (
-	DeployRequest   struct{ Rev, By string }
+	DeployRequest   struct {
+		Rev, By string
+		Fleet   bool // roll out to every host of the fleet
+	}
 	RollbackRequest struct{ To, By string }
 	ReloadRequest   struct{ App, By string }
 	CancelRequest   struct{ By string }

@@ -58,6 +58,9 @@ type Options struct {
 	// Cgroups, if set, gives every build, hook, preflight instance and
 	// worker a cgroup of its own; nil: process groups only.
 	Cgroups *cgroup.Tree
+	// Peers, if set, are the fleet's other hosts: a push rolls out to
+	// them. nil: this host alone.
+	Peers Peers
 }
 
 func (o Options) socket(app string, i int, addr string) (*supervisor.Socket, error) {
@@ -174,9 +177,10 @@ func (d *Daemon) Deploy(ctx context.Context, app string, p Push, out io.Writer) 
 	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error { return a.deploy(wait, p, w) })
 }
 
-// DeployRev builds and deploys rev (default: the deploy branch) without a push.
-func (d *Daemon) DeployRev(ctx context.Context, app, rev, by string, out io.Writer) error {
-	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error { return a.deployRev(wait, rev, by, w) })
+// DeployRev builds and deploys rev (default: the deploy branch) without a
+// push: on this host alone, or rolled out to the fleet.
+func (d *Daemon) DeployRev(ctx context.Context, app, rev, by string, toFleet bool, out io.Writer) error {
+	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error { return a.deployRev(wait, rev, by, toFleet, w) })
 }
 
 // Rollback makes release to (default: the previous good one) live again.

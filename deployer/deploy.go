@@ -20,21 +20,35 @@ type Push struct {
 	Pusher string `json:"pusher"`
 	// Received is how long the pack took to arrive, for the summary.
 	Received time.Duration `json:"received"`
+	// Local deploys on this host alone, even in a fleet (deployer deploy
+	// without --fleet). A push rolls out to the whole fleet.
+	Local bool `json:"local,omitempty"`
 }
 
 // deploy runs one deploy of p in the app's turn, writing progress to out.
+// In a fleet, this host's lines are prefixed with its name, as each
+// peer's are.
 func (a *App) deploy(wait context.Context, p Push, out io.Writer) error {
+	var ro *rollout
+	if !p.Local {
+		ro = a.newRollout(out)
+	}
+	pr := newProgress(out)
+	if ro != nil {
+		pr = newProgress(ro.lines.Host(ro.plan.Self))
+	}
 	return a.do(wait, &op{
 		what:       fmt.Sprintf("deploy of %s pushed by %s", short(p.New), p.Pusher),
-		cancelable: true, pr: newProgress(out),
-		run: func(j *job) error { return j.deploy(p) },
+		cancelable: true, pr: pr,
+		run: func(j *job) error { return j.deploy(p, ro) },
 	})
 }
 
 // buildTimes are the durations of a deploy's steps before it goes live.
 type buildTimes struct{ checkout, build time.Duration }
 
-func (j *job) deploy(p Push) error {
+// deploy is a deploy at work; ro, if set, rolls it out to the fleet.
+func (j *job) deploy(p Push, ro *rollout) error {
 	start := time.Now()
 	commit, err := j.repo.Commit(p.New)
 	if err != nil {
@@ -44,6 +58,11 @@ func (j *job) deploy(p Push) error {
 		return err
 	}
 	rel := &releases.Release{Revision: p.New, Branch: j.cfg.Branch, Pusher: p.Pusher, Message: commit.Subject}
+	if ro != nil {
+		if rel.Number, err = j.planRollout(ro); err != nil {
+			return err
+		}
+	}
 	j.applyConfig(rel)
 	if err := j.store.Create(rel); err != nil {
 		return err
@@ -61,6 +80,12 @@ func (j *job) deploy(p Push) error {
 	if err != nil {
 		return j.failed(rel, step, err)
 	}
+	if ro != nil {
+		if err := j.ship(ro, rel); err != nil {
+			j.abandonShipped(ro, rel, err)
+			return j.failed(rel, "fleet", fmt.Errorf("%w; nothing changed on any host", err))
+		}
+	}
 	lt, err := j.goLive(rel, cutover{
 		ref: p.Ref, from: p.Old, to: p.New, previous: previous, retireAs: releases.Retired,
 		event: &releases.Event{Event: "deploy", Release: rel.ID, From: previous, By: p.Pusher,
@@ -68,7 +93,19 @@ func (j *job) deploy(p Push) error {
 		since: start,
 	})
 	if err != nil {
+		if ro != nil {
+			j.abandonShipped(ro, rel, fmt.Errorf("%s failed at %s: %w", ro.plan.Self, lt.step, err))
+		}
 		return j.failed(rel, lt.step, err)
+	}
+	if ro != nil {
+		if err := j.rollOut(ro, rel, previous, p.Pusher); err != nil {
+			var re *rolloutError
+			if errors.As(err, &re) && !re.selfBack {
+				return err // still live here: not to be marked failed
+			}
+			return j.failed(rel, "fleet", err)
+		}
 	}
 	total := time.Since(start)
 	j.pr.Step("Deployed %s in %s (receive %s, checkout %s, build %s, preflight %s, green %s, swap %s)",
@@ -147,7 +184,7 @@ func (j *job) checkBase(p Push) (string, error) {
 
 // unmade are the steps that make a release's tree: a failure there leaves
 // a tree that is no release at all.
-var unmade = map[string]bool{"build log": true, "checkout": true, "start": true, "shared": true}
+var unmade = map[string]bool{"build log": true, "checkout": true, "start": true, "shared": true, "unpack": true}
 
 // failed records rel as failed at step and returns the error the pusher sees.
 func (j *job) failed(rel *releases.Release, step string, err error) error {

@@ -22,6 +22,11 @@ var (
 	ErrNoTarget = errors.New("no release to roll back to")
 	// ErrNotLive means the app has no live release.
 	ErrNotLive = errors.New("no live release")
+	// ErrFleet means a peer of the fleet cannot take part in a rollout.
+	ErrFleet = errors.New("fleet rollout refused")
+	// ErrNotShipped means a peer was asked to put live a release that no
+	// rollout shipped to it, or one that already went live or failed.
+	ErrNotShipped = errors.New("not a shipped release waiting to go live")
 	// ErrNothingToCancel means no deploy, rollback or reload is running.
 	ErrNothingToCancel = errors.New("nothing to cancel")
 )

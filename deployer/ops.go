@@ -131,8 +131,8 @@ func (j *job) reload(by string) error {
 }
 
 // deployRev builds and deploys rev (default: the deploy branch) from the
-// app's repository, without a push.
-func (a *App) deployRev(wait context.Context, rev, by string, out io.Writer) error {
+// app's repository, without a push: on this host alone, unless toFleet.
+func (a *App) deployRev(wait context.Context, rev, by string, toFleet bool, out io.Writer) error {
 	branch := a.settings().Branch
 	if rev == "" {
 		rev = branch
@@ -142,7 +142,7 @@ func (a *App) deployRev(wait context.Context, rev, by string, out io.Writer) err
 		return err
 	}
 	ref := branchRef(branch)
-	return a.deploy(wait, Push{Ref: ref, Old: head(a.repo, ref), New: hash, Pusher: by}, out)
+	return a.deploy(wait, Push{Ref: ref, Old: head(a.repo, ref), New: hash, Pusher: by, Local: !toFleet}, out)
 }
 
 // CleanupResult says what a cleanup removed or would remove.

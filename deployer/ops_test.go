@@ -182,19 +182,19 @@ func TestCleanupPrunesByTheRulesAndRecordsIt(t *testing.T) {
 func TestDeployRevDeploysTheBranchHeadOrARevision(t *testing.T) {
 	ta, w := newGitApp(t, func(cfg *testAppConfig) { cfg.Start = "./run" })
 	one := w.commit("one", map[string]string{"a": "1"})
-	if err := ta.deployRev(context.Background(), one[:8], "bob", nil); err != nil {
+	if err := ta.deployRev(context.Background(), one[:8], "bob", false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := w.bare.Resolve(branchRef("main")); b != one {
 		t.Fatalf("branch %s", b)
 	}
-	if err := ta.deployRev(context.Background(), "", "bob", nil); err != nil {
+	if err := ta.deployRev(context.Background(), "", "bob", false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if rel, _ := ta.store.Get("v2"); rel.Revision != one || rel.Pusher != "bob" {
 		t.Fatalf("v2: %+v", rel)
 	}
-	if err := ta.deployRev(context.Background(), "nosuch", "bob", nil); err == nil {
+	if err := ta.deployRev(context.Background(), "nosuch", "bob", false, nil); err == nil {
 		t.Fatal("deployed an unknown revision")
 	}
 }

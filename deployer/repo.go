@@ -283,3 +283,47 @@ func head(r repository, ref string) string {
 	}
 	return rev
 }
+
+// git runs git on the repository with none of the daemon's GIT_ variables.
+func (r *Repo) git(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, "git", append([]string{"--git-dir=" + r.path}, args...)...)
+	cmd.Env = CommandEnv("GIT_")
+	cmd.WaitDelay = 5 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("git %s: %w: %s", args[0], err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// SetRef makes ref name rev, whatever it named.
+func (r *Repo) SetRef(ctx context.Context, ref, rev string) error {
+	return r.git(ctx, "update-ref", "-m", "deployer: fleet shipment", ref, rev)
+}
+
+// DeleteRef removes ref if it exists.
+func (r *Repo) DeleteRef(ctx context.Context, ref string) error {
+	if _, err := r.Resolve(ref); err != nil {
+		return nil
+	}
+	return r.git(ctx, "update-ref", "-d", ref)
+}
+
+// Bundle writes to path a git bundle of ref and its history, without the
+// history of the commits in have (which the receiver holds: they become
+// the bundle's prerequisites).
+func (r *Repo) Bundle(ctx context.Context, path, ref string, have []string) error {
+	args := []string{"bundle", "create", "--quiet", path, ref}
+	for _, h := range have {
+		args = append(args, "^"+h)
+	}
+	return r.git(ctx, args...)
+}
+
+// FetchBundle takes ref, and the objects it needs, from the bundle at
+// path, checking every object as a push is checked (transfer.fsckObjects).
+func (r *Repo) FetchBundle(ctx context.Context, path, ref string) error {
+	if err := r.git(ctx, "bundle", "verify", "--quiet", path); err != nil {
+		return err
+	}
+	return r.git(ctx, "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-write-fetch-head", "--no-tags", path, "+"+ref+":"+ref)
+}

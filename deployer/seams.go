@@ -17,6 +17,7 @@ import (
 // store is an app's release store.
 type store interface {
 	Create(r *releases.Release) error
+	CreateExact(r *releases.Release) error
 	Save(r *releases.Release) error
 	Get(id string) (*releases.Release, error)
 	List() ([]*releases.Release, error)

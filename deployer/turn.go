@@ -54,7 +54,7 @@ func (a *App) awaitTurn(wait context.Context, o *op, holder string) (err error, 
 		case <-timeout.C:
 			return a.withdraw(o, fmt.Errorf("%w: %s; gave up after %s", ErrLockTimeout, a.holder(), a.lockTimeout))
 		case <-wait.Done():
-			return a.withdraw(o, wait.Err())
+			return a.withdraw(o, context.Cause(wait))
 		}
 	}
 }

@@ -16,19 +16,64 @@ import (
 // StatusPath is where a daemon answers its peers with its Host.
 const StatusPath = "/_fleet/v1/status"
 
+// Protocol is the version of what peers say to each other. A host takes a
+// shipped release only from a host of the same protocol.
+const Protocol = 1
+
 // Host is what one daemon says of itself to its peers.
 type Host struct {
-	Name    string `json:"name"`
-	Version string `json:"version"`
-	Apps    []App  `json:"apps"`
+	Name     string `json:"name"`
+	Version  string `json:"version"`
+	Protocol int    `json:"protocol"`
+	// Free is the space left in the host's data_dir, in bytes.
+	Free uint64 `json:"free_bytes"`
+	Apps []App  `json:"apps"`
 }
 
 // App is one app of a host: its live release and the releases on disk.
 type App struct {
-	App      string    `json:"app"`
-	Live     string    `json:"live,omitempty"`
-	Revision string    `json:"revision,omitempty"` // the live release's
+	App      string `json:"app"`
+	Live     string `json:"live,omitempty"`
+	Revision string `json:"revision,omitempty"` // the live release's
+	Branch   string `json:"branch,omitempty"`   // the deploy branch
+	Head     string `json:"head,omitempty"`     // the revision the branch names
+	// Next is the lowest release number free on the host: a rollout picks
+	// one free on every host, so that the release has the same id
+	// everywhere.
+	Next     int       `json:"next,omitempty"`
 	Releases []Release `json:"releases,omitempty"`
+}
+
+// Manifest is what a peer needs to make a release shipped to it: the
+// release as the entry host built it, and the checksummed parts it was
+// sent as (see Upload).
+type Manifest struct {
+	Shipment string `json:"shipment"` // the upload's id
+	From     string `json:"from"`     // the entry host, for the record
+	ID       string `json:"id"`       // the release id, the same on every host
+	Revision string `json:"revision"`
+	Branch   string `json:"branch"`
+	Pusher   string `json:"pusher"`
+	Message  string `json:"message"`
+	// BuildSeconds is how long the build took on the entry host.
+	BuildSeconds float64 `json:"build_seconds"`
+	// Ref is the ref in the bundle that names Revision.
+	Ref    string `json:"ref"`
+	Tree   Part   `json:"tree"`
+	Bundle Part   `json:"bundle"`
+}
+
+// GoLive asks a peer to put a release it holds live.
+type GoLive struct {
+	By     string `json:"by"`
+	Detail string `json:"detail"`
+}
+
+// Abandon tells a peer that the rollout of a release shipped to it
+// stopped: the release will never go live there.
+type Abandon struct {
+	Shipment string `json:"shipment"`
+	Why      string `json:"why"`
 }
 
 // Release is one release on a host's disk.

@@ -38,7 +38,10 @@ type Release struct {
 	Created  time.Time `json:"created"`
 	// BuildSeconds is the time from checkout to the end of the build.
 	BuildSeconds float64 `json:"build_seconds"`
-	Status       Status  `json:"status"`
+	// BuiltOn names the fleet host that built the release and shipped it
+	// here; "" when it was built here.
+	BuiltOn string `json:"built_on,omitempty"`
+	Status  Status `json:"status"`
 	// Reason says why a release failed.
 	Reason  string            `json:"reason,omitempty"`
 	Start   string            `json:"start"`
@@ -99,10 +102,11 @@ func ParseID(id string) (int, bool) {
 	return n, err == nil && strings.HasPrefix(id, "v") && n > 0
 }
 
-// Create allocates release last+1, makes its empty directory and saves r
-// with status building. r.ID and r.Number are filled in.
+// Create allocates release last+1 (or r.Number, if higher: a fleet
+// rollout picks a number free on every host), makes its empty directory
+// and saves r with status building. r.ID and r.Number are filled in.
 func (s *Store) Create(r *Release) error {
-	n := s.last() + 1
+	n := max(s.last()+1, r.Number)
 	for {
 		id := "v" + strconv.Itoa(n)
 		err := os.Mkdir(s.Dir(id), 0o700) // the daemon's alone until the app's user gets it built
@@ -119,6 +123,30 @@ func (s *Store) Create(r *Release) error {
 		}
 		return s.Save(r)
 	}
+}
+
+// CreateExact is Create of release r.ID exactly (a release shipped by a
+// fleet's entry host, under the id it has there); ErrExists if that id is
+// taken here.
+func (s *Store) CreateExact(r *Release) error {
+	n, ok := ParseID(r.ID)
+	if !ok {
+		return fmt.Errorf("create release: bad id %q", r.ID)
+	}
+	if _, err := os.Lstat(s.metaPath(r.ID)); err == nil {
+		return fmt.Errorf("create release: %s: %w", r.ID, ErrExists)
+	}
+	if err := os.Mkdir(s.Dir(r.ID), 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create release: %s: %w", r.ID, ErrExists)
+		}
+		return fmt.Errorf("create release: %w", err)
+	}
+	r.Number, r.Status = n, Building
+	if r.Created.IsZero() {
+		r.Created = time.Now().UTC()
+	}
+	return s.Save(r)
 }
 
 // last is the highest release number on disk, 0 if none.

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/deployer/deployer/control"
@@ -18,21 +20,40 @@ import (
 	"github.com/deployer/deployer/internal/buildinfo"
 )
 
+// selfName is this host's name in the fleet: fleet.name, else the hostname.
+func (s *Server) selfName() string {
+	s.mu.Lock()
+	name := s.cfg.Fleet.Name
+	s.mu.Unlock()
+	if name != "" {
+		return name
+	}
+	if host, err := os.Hostname(); err == nil {
+		return host
+	}
+	return "this host"
+}
+
 // fleetSelf is what this daemon says of itself to its peers.
 func (s *Server) fleetSelf(d *deployer.Daemon) fleet.Host {
-	name := "this host"
-	if host, err := os.Hostname(); err == nil {
-		name = host
+	h := fleet.Host{Name: s.selfName(), Version: buildinfo.Get().Version, Protocol: fleet.Protocol}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(s.cfg.DataDir, &fs); err == nil {
+		h.Free = fs.Bavail * uint64(fs.Bsize)
 	}
-	h := fleet.Host{Name: name, Version: buildinfo.Get().Version}
 	for _, st := range d.Status() {
-		a := fleet.App{App: st.App, Live: st.Live}
+		a := fleet.App{App: st.App, Live: st.Live, Next: 1}
+		if app, err := d.App(st.App); err == nil {
+			a.Branch = app.Branch()
+			a.Head, _ = app.Repo().Resolve("refs/heads/" + a.Branch)
+		}
 		if rels, _, err := d.Releases(st.App); err == nil {
 			for _, r := range rels {
 				a.Releases = append(a.Releases, fleet.Release{ID: r.ID, Revision: r.Revision, Status: string(r.Status)})
 				if r.ID == st.Live {
 					a.Revision = r.Revision
 				}
+				a.Next = max(a.Next, r.Number+1)
 			}
 		}
 		h.Apps = append(h.Apps, a)
@@ -61,10 +82,49 @@ func (s *Server) handleFleetStatus(d *deployer.Daemon) http.HandlerFunc {
 }
 
 // fleetPeerAPI is what this daemon serves its peers, behind fleet.Guard:
-// its state, and a rollback of one of its apps, streamed as on the control
-// socket.
+// its state; the parts of a release shipped to it, the release made of
+// them, put live or abandoned; and a rollback of one of its apps. What
+// runs an operation streams its output as the control socket does.
 func (s *Server) fleetPeerAPI(d *deployer.Daemon) http.Handler {
+	staging := s.staging(d)
 	mux := http.NewServeMux()
+	mux.Handle("/_fleet/v1/apps/{app}/incoming/", staging.Handler())
+	mux.HandleFunc("POST /_fleet/v1/apps/{app}/releases", func(w http.ResponseWriter, r *http.Request) {
+		var m fleet.Manifest
+		if control.Decode(w, r, &m) {
+			app := r.PathValue("app")
+			control.Stream(w, func(out io.Writer) error {
+				defer staging.Remove(app, m.Shipment)
+				tree, bundle, err := openShipment(staging, app, m)
+				if err != nil {
+					return err
+				}
+				defer tree.Close()
+				if bundle != nil {
+					defer bundle.Close()
+				}
+				return d.Receive(r.Context(), app, m, tree, bundle, out)
+			})
+		}
+	})
+	mux.HandleFunc("POST /_fleet/v1/apps/{app}/releases/{id}/golive", func(w http.ResponseWriter, r *http.Request) {
+		var req fleet.GoLive
+		if control.Decode(w, r, &req) {
+			control.Stream(w, func(out io.Writer) error {
+				return d.GoLiveShipped(r.Context(), r.PathValue("app"), r.PathValue("id"), req, out)
+			})
+		}
+	})
+	mux.HandleFunc("POST /_fleet/v1/apps/{app}/releases/{id}/abandon", func(w http.ResponseWriter, r *http.Request) {
+		var req fleet.Abandon
+		if control.Decode(w, r, &req) {
+			app := r.PathValue("app")
+			if req.Shipment != "" {
+				staging.Remove(app, req.Shipment)
+			}
+			control.Reply(w, struct{}{}, d.Abandon(r.Context(), app, r.PathValue("id"), req.Why))
+		}
+	})
 	mux.HandleFunc("GET "+fleet.StatusPath, func(w http.ResponseWriter, _ *http.Request) {
 		control.Reply(w, s.fleetSelf(d), nil)
 	})
@@ -77,6 +137,50 @@ func (s *Server) fleetPeerAPI(d *deployer.Daemon) http.Handler {
 	return mux
 }
 
+// staging keeps the parts of releases shipped to this host, under each
+// app's directory, until they are unpacked: a tree may hold up to
+// git.max_release_size of files (and tar's headers), a bundle up to
+// git.max_pack_size.
+func (s *Server) staging(d *deployer.Daemon) *fleet.Staging {
+	return &fleet.Staging{
+		Dir: func(app string) (string, error) {
+			if _, err := d.App(app); err != nil {
+				return "", err
+			}
+			return filepath.Join(s.cfg.DataDir, "apps", app, "incoming"), nil
+		},
+		Limit: func(app, part string) int64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if part == fleet.PartBundle {
+				return int64(s.cfg.Git.MaxPackSize)
+			}
+			return 2*int64(s.cfg.Git.MaxReleaseSize) + 64<<20
+		},
+	}
+}
+
+// openShipment opens the parts of m, each checked against its size and
+// checksum; bundle is nil when m has none.
+func openShipment(st *fleet.Staging, app string, m fleet.Manifest) (tree, bundle *os.File, err error) {
+	if m.Tree.Name != fleet.PartTree || (m.Bundle.Name != "" && m.Bundle.Name != fleet.PartBundle) {
+		return nil, nil, fmt.Errorf("%w: bad part names in the manifest", control.ErrBadRequest)
+	}
+	if err := st.Sweep(app, time.Hour); err != nil {
+		return nil, nil, err
+	}
+	if tree, err = st.Open(app, m.Shipment, m.Tree); err != nil {
+		return nil, nil, err
+	}
+	if m.Bundle.Name != "" {
+		if bundle, err = st.Open(app, m.Shipment, m.Bundle); err != nil {
+			tree.Close()
+			return nil, nil, err
+		}
+	}
+	return tree, bundle, nil
+}
+
 func (s *Server) fleetClient() *fleet.Client {
 	s.mu.Lock()
 	f := s.cfg.Fleet
@@ -87,8 +191,18 @@ func (s *Server) fleetClient() *fleet.Client {
 
 // peerRollback rolls app back on peer p, its output to out.
 func (s *Server) peerRollback(ctx context.Context, p fleet.Peer, app, to, by string, out io.Writer) error {
-	body, _ := json.Marshal(control.RollbackRequest{To: to, By: by})
-	resp, err := s.fleetClient().Do(ctx, &http.Client{}, http.MethodPost, p.URL, "/_fleet/v1/apps/"+app+"/rollback", bytes.NewReader(body))
+	return s.peerStream(ctx, p.URL, "/_fleet/v1/apps/"+app+"/rollback", control.RollbackRequest{To: to, By: by}, out)
+}
+
+// peerStream posts req to path on the peer at url and copies the
+// operation's output to out; it returns the operation's error.
+func (s *Server) peerStream(ctx context.Context, url, path string, req any, out io.Writer) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	// No overall timeout: the operation runs a deploy.
+	resp, err := s.fleetClient().Do(ctx, &http.Client{}, http.MethodPost, url, path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -96,23 +210,76 @@ func (s *Server) peerRollback(ctx context.Context, p fleet.Peer, app, to, by str
 	return control.ReadStream(resp.Body, out)
 }
 
-// prefixed writes each line to out as "host: line".
-type prefixed struct {
-	out  io.Writer
-	host string
-	buf  []byte
+// fleetPeers is the daemon's way to its peers (deployer.Peers).
+type fleetPeers struct{ s *Server }
+
+func (f fleetPeers) Plan() deployer.FleetPlan {
+	f.s.mu.Lock()
+	c := f.s.cfg.Fleet
+	f.s.mu.Unlock()
+	plan := deployer.FleetPlan{Self: f.s.selfName(), BatchSize: c.BatchSize, Pause: c.Pause}
+	for _, p := range c.Peers {
+		plan.Peers = append(plan.Peers, p.Name)
+	}
+	return plan
 }
 
-func (p *prefixed) Write(b []byte) (int, error) {
-	p.buf = append(p.buf, b...)
-	for {
-		i := bytes.IndexByte(p.buf, '\n')
-		if i < 0 {
-			return len(b), nil
+// url is the URL of peer name.
+func (f fleetPeers) url(name string) (string, error) {
+	for _, p := range f.s.fleetPeers() {
+		if p.Name == name {
+			return p.URL, nil
 		}
-		fmt.Fprintf(p.out, "%s: %s\n", p.host, p.buf[:i])
-		p.buf = p.buf[i+1:]
 	}
+	return "", fmt.Errorf("%s is no longer a peer in the config", name)
+}
+
+func (f fleetPeers) Status(ctx context.Context) []fleet.Result {
+	return f.s.fleetClient().Gather(ctx, fleet.Host{}, f.s.fleetPeers())[1:]
+}
+
+func (f fleetPeers) Upload(ctx context.Context, peer, app, shipment, path string, p fleet.Part) error {
+	url, err := f.url(peer)
+	if err != nil {
+		return err
+	}
+	return f.s.fleetClient().Upload(ctx, url, app, shipment, path, p)
+}
+
+func (f fleetPeers) Unpack(ctx context.Context, peer, app string, m fleet.Manifest, out io.Writer) error {
+	return f.stream(ctx, peer, "/_fleet/v1/apps/"+app+"/releases", m, out)
+}
+
+func (f fleetPeers) GoLive(ctx context.Context, peer, app, id string, req fleet.GoLive, out io.Writer) error {
+	return f.stream(ctx, peer, "/_fleet/v1/apps/"+app+"/releases/"+id+"/golive", req, out)
+}
+
+func (f fleetPeers) Rollback(ctx context.Context, peer, app, to, by string, out io.Writer) error {
+	return f.stream(ctx, peer, "/_fleet/v1/apps/"+app+"/rollback", control.RollbackRequest{To: to, By: by}, out)
+}
+
+func (f fleetPeers) Abandon(ctx context.Context, peer, app, id string, req fleet.Abandon) error {
+	url, err := f.url(peer)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	resp, err := f.s.fleetClient().Do(ctx, &http.Client{Timeout: time.Minute}, http.MethodPost, url, "/_fleet/v1/apps/"+app+"/releases/"+id+"/abandon", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+func (f fleetPeers) stream(ctx context.Context, peer, path string, req any, out io.Writer) error {
+	url, err := f.url(peer)
+	if err != nil {
+		return err
+	}
+	return f.s.peerStream(ctx, url, path, req, out)
 }
 
 // fleetRollback rolls app back on every host, this one first, then the
@@ -152,6 +319,8 @@ func (s *Server) fleetRollback(ctx context.Context, d *deployer.Daemon, app, to,
 	if len(problems) > 0 {
 		return fmt.Errorf("fleet rollback refused, nothing changed: %s", strings.Join(problems, "; "))
 	}
+	lines := fleet.NewLines(out)
+	out = lines
 	step(out, "Fleet rollback of %s: %s first, then %d peer(s) in batches of %d", app, self.Name, len(peers), batch)
 	var switched []fleet.Peer // the peers switched, in order
 	undo := func(why error) error {
@@ -159,16 +328,16 @@ func (s *Server) fleetRollback(ctx context.Context, d *deployer.Daemon, app, to,
 		var errs []error
 		for i := len(switched) - 1; i >= 0; i-- {
 			p := switched[i]
-			if err := s.peerRollback(context.WithoutCancel(ctx), p, app, before[p.Name], by, &prefixed{out: out, host: p.Name}); err != nil {
+			if err := s.peerRollback(context.WithoutCancel(ctx), p, app, before[p.Name], by, lines.Host(p.Name)); err != nil {
 				errs = append(errs, fmt.Errorf("%s stays on the new release: %w", p.Name, err))
 			}
 		}
-		if err := d.Rollback(context.WithoutCancel(ctx), app, before[self.Name], by, &prefixed{out: out, host: self.Name}); err != nil {
+		if err := d.Rollback(context.WithoutCancel(ctx), app, before[self.Name], by, lines.Host(self.Name)); err != nil {
 			errs = append(errs, fmt.Errorf("%s stays on the new release: %w", self.Name, err))
 		}
 		return errors.Join(append([]error{why}, errs...)...)
 	}
-	if err := d.Rollback(ctx, app, to, by, &prefixed{out: out, host: self.Name}); err != nil {
+	if err := d.Rollback(ctx, app, to, by, lines.Host(self.Name)); err != nil {
 		return fmt.Errorf("fleet rollback refused at %s, nothing changed: %w", self.Name, err)
 	}
 	for i := 0; i < len(peers); i += batch {
@@ -180,7 +349,7 @@ func (s *Server) fleetRollback(ctx context.Context, d *deployer.Daemon, app, to,
 			}
 		}
 		for _, p := range peers[i:min(i+batch, len(peers))] {
-			if err := s.peerRollback(ctx, p, app, to, by, &prefixed{out: out, host: p.Name}); err != nil {
+			if err := s.peerRollback(ctx, p, app, to, by, lines.Host(p.Name)); err != nil {
 				return undo(fmt.Errorf("%s: %w", p.Name, err))
 			}
 			switched = append(switched, p)

@@ -189,6 +189,7 @@ func (s *Server) open() (err error) {
 	s.enableLimits(s.cfg, t)
 	d, err := deployer.New(s.cfg, s.log, deployer.Options{
 		Socket: t.appSocket, Notify: notify, Keeper: keeperOf(t), Output: t.output, Cgroups: s.cgroups,
+		Peers: fleetPeers{s},
 	})
 	if err != nil {
 		return err
@@ -332,7 +333,14 @@ func (s *Server) serve() error {
 		if token, err := s.cfg.Fleet.Token(); err != nil {
 			s.log.Error("fleet: peers cannot reach this host", "err", err)
 		} else if token != "" {
-			s.git.Handler = fleet.Guard(token, s.fleetPeerAPI(d), s.git.Handler)
+			// A peer's request, once authenticated, keeps its connection
+			// as a push does: a rollout's step streams for minutes.
+			api := s.fleetPeerAPI(d)
+			busy := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer gitserver.Busy(r.Context())()
+				api.ServeHTTP(w, r)
+			})
+			s.git.Handler = fleet.Guard(token, busy, s.git.Handler)
 		}
 		go s.serveGit(s.git, gitserver.NewListener(s.gitLn, limits, s.log, "git http"))
 		if s.cfg.Git.TokensFile == "" {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -233,4 +234,32 @@ func fleetReleases(cmd *cobra.Command, c *control.Client, app string, asJSON boo
 		}
 	}
 	return tw.Flush()
+}
+
+// fleetOp runs op, a fleet-wide operation, with its progress on stdout; or,
+// asJSON, with its progress on stderr and then, on stdout, its outcome and
+// where each host stands. The exit status is op's either way.
+func fleetOp(cmd *cobra.Command, c *control.Client, asJSON bool, op func(out io.Writer) error) error {
+	if !asJSON {
+		return op(cmd.OutOrStdout())
+	}
+	err := op(cmd.ErrOrStderr())
+	outcome := struct {
+		OK    bool                `json:"ok"`
+		Error string              `json:"error,omitempty"`
+		Hosts []fleet.Result      `json:"hosts"`
+		Split map[string][]string `json:"split"`
+	}{OK: err == nil}
+	if err != nil {
+		outcome.Error = err.Error()
+	}
+	if res, serr := c.FleetStatus(cmd.Context()); serr == nil {
+		outcome.Hosts, outcome.Split = res, fleet.Split(res)
+	}
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	if jerr := enc.Encode(outcome); jerr != nil {
+		return jerr
+	}
+	return err
 }

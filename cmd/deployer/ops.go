@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"os/user"
@@ -38,7 +39,7 @@ func client(cmd *cobra.Command) (*control.Client, error) {
 
 func rollbackCmd() *cobra.Command {
 	var to string
-	var wholeFleet bool
+	var wholeFleet, asJSON bool
 	c := &cobra.Command{
 		Use:   "rollback APP [--to ID]",
 		Short: "make the previous good release (or ID) live again, no rebuild",
@@ -49,19 +50,23 @@ func rollbackCmd() *cobra.Command {
 				return err
 			}
 			if wholeFleet {
-				return cl.FleetRollback(cmd.Context(), args[0], to, who(), cmd.OutOrStdout())
+				return fleetOp(cmd, cl, asJSON, func(out io.Writer) error {
+					return cl.FleetRollback(cmd.Context(), args[0], to, who(), out)
+				})
 			}
 			return cl.Rollback(cmd.Context(), args[0], to, who(), cmd.OutOrStdout())
 		},
 	}
 	c.Flags().StringVar(&to, "to", "", "release id to roll back to, e.g. v3")
 	c.Flags().BoolVar(&wholeFleet, "fleet", false, "every host of the fleet, this one first, all or nothing")
+	c.Flags().BoolVar(&asJSON, "json", false, "with --fleet: progress on stderr, then the outcome and where each host stands as JSON")
 	return c
 }
 
 func deployCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "deploy APP [REV]",
+	var wholeFleet, asJSON bool
+	c := &cobra.Command{
+		Use:   "deploy APP [REV] [--fleet]",
 		Short: "build and deploy a revision already in the app's repository (default: the deploy branch)",
 		Args:  usage(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -73,9 +78,17 @@ func deployCmd() *cobra.Command {
 			if len(args) == 2 {
 				rev = args[1]
 			}
-			return cl.DeployRev(cmd.Context(), args[0], rev, who(), cmd.OutOrStdout())
+			if wholeFleet {
+				return fleetOp(cmd, cl, asJSON, func(out io.Writer) error {
+					return cl.DeployRev(cmd.Context(), args[0], rev, who(), true, out)
+				})
+			}
+			return cl.DeployRev(cmd.Context(), args[0], rev, who(), false, cmd.OutOrStdout())
 		},
 	}
+	c.Flags().BoolVar(&wholeFleet, "fleet", false, "build here once and roll out to every host of the fleet, this one first, all or nothing")
+	c.Flags().BoolVar(&asJSON, "json", false, "with --fleet: progress on stderr, then the outcome and where each host stands as JSON")
+	return c
 }
 
 func reloadCmd() *cobra.Command {

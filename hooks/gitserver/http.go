@@ -75,7 +75,7 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "authentication required: use a token from the tokens file as the password", http.StatusUnauthorized)
 		return
 	}
-	defer busy(r.Context())()
+	defer Busy(r.Context())()
 	app, err := h.Apps.App(name)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("no app %q here", name), http.StatusNotFound)

@@ -226,9 +226,10 @@ func withConn(ctx context.Context, c net.Conn) context.Context {
 	}
 }
 
-// busy marks the connection ctx carries as busy; it is a no-op where the
-// listener is not a Listener.
-func busy(ctx context.Context) (done func()) {
+// Busy marks the connection that serves a request (its context) busy
+// until done is called, for authenticated work served beside git's, such
+// as a fleet peer's. Without a Listener it does nothing.
+func Busy(ctx context.Context) (done func()) {
 	if c, ok := ctx.Value(connKey{}).(*Conn); ok {
 		return c.Busy()
 	}

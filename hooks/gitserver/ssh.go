@@ -170,7 +170,7 @@ func (s *SSH) authorize(ctx ssh.Context, key ssh.PublicKey) bool {
 var sshCommandRE = regexp.MustCompile(`^(git-receive-pack|git-upload-pack|git receive-pack|git upload-pack) +'?(/?[^' ]+?)'?$`)
 
 func (s *SSH) handle(sess ssh.Session) {
-	defer busy(sess.Context())()
+	defer Busy(sess.Context())()
 	peer := sess.RemoteAddr().String()
 	refuse := func(reason string) {
 		s.Log.Warn("ssh: refused", "peer", peer, "user", sess.User(), "command", sess.RawCommand(), "reason", reason)
