@@ -112,13 +112,14 @@ func (c *Client) upload(ctx context.Context, url, app, id, path string, p Part) 
 	if fi.Size() != p.Size {
 		return fmt.Errorf("the file has %d bytes, its description %d: it changed since it was described", fi.Size(), p.Size)
 	}
-	u := &upload{c: c, hc: c.uploadHTTP(), url: url, path: IncomingPath(app, id, p.Name), f: f, size: p.Size}
+	u := &upload{c: c, hc: c.Unbounded(), url: url, path: IncomingPath(app, id, p.Name), f: f, size: p.Size}
 	return u.run(ctx)
 }
 
-// uploadHTTP is c.HTTP without its overall timeout, which would cut any
-// upload of hundreds of MB: the caller's ctx bounds it instead.
-func (c *Client) uploadHTTP() *http.Client {
+// Unbounded is c.HTTP without its overall timeout, which would cut any
+// upload of hundreds of MB, or a streamed operation that runs a deploy:
+// the caller's ctx bounds it instead.
+func (c *Client) Unbounded() *http.Client {
 	if c.HTTP == nil {
 		return &http.Client{}
 	}

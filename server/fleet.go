@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -186,7 +188,32 @@ func (s *Server) fleetClient() *fleet.Client {
 	f := s.cfg.Fleet
 	s.mu.Unlock()
 	token, _ := f.Token()
-	return &fleet.Client{Token: token}
+	return &fleet.Client{Token: token, HTTP: &http.Client{Timeout: 5 * time.Second, Transport: s.fleetTransport(f.CAFile)}}
+}
+
+// fleetTransport is the transport to the peers: one, so that connections
+// are reused, trusting the system's CAs and those of caFile. A caFile that
+// cannot be read leaves the system's alone, and the error in the log.
+func (s *Server) fleetTransport(caFile string) http.RoundTripper {
+	s.transportMu.Lock()
+	defer s.transportMu.Unlock()
+	if s.transport != nil && s.transportCA == caFile {
+		return s.transport
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if pem, err := os.ReadFile(caFile); err != nil || !pool.AppendCertsFromPEM(pem) {
+			s.log.Error("fleet.ca_file: no certificate read; trusting the system's CAs only", "file", caFile, "err", err)
+		} else {
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+	}
+	s.transport, s.transportCA = tr, caFile
+	return tr
 }
 
 // peerRollback rolls app back on peer p, its output to out.
@@ -202,7 +229,8 @@ func (s *Server) peerStream(ctx context.Context, url, path string, req any, out 
 		return err
 	}
 	// No overall timeout: the operation runs a deploy.
-	resp, err := s.fleetClient().Do(ctx, &http.Client{}, http.MethodPost, url, path, bytes.NewReader(body))
+	c := s.fleetClient()
+	resp, err := c.Do(ctx, c.Unbounded(), http.MethodPost, url, path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -267,7 +295,8 @@ func (f fleetPeers) Abandon(ctx context.Context, peer, app, id string, req fleet
 	if err != nil {
 		return err
 	}
-	resp, err := f.s.fleetClient().Do(ctx, &http.Client{Timeout: time.Minute}, http.MethodPost, url, "/_fleet/v1/apps/"+app+"/releases/"+id+"/abandon", bytes.NewReader(body))
+	c := f.s.fleetClient()
+	resp, err := c.Do(ctx, c.Unbounded(), http.MethodPost, url, "/_fleet/v1/apps/"+app+"/releases/"+id+"/abandon", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

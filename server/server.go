@@ -59,6 +59,10 @@ type Server struct {
 	done      chan struct{} // closed when Serve must return
 	once      sync.Once
 	upgrade   sync.Mutex // one upgrade at a time
+
+	transportMu sync.Mutex
+	transport   http.RoundTripper // to the fleet's peers, for transportCA
+	transportCA string
 }
 
 // New prepares the daemon: data_dir, the git hook scripts, every

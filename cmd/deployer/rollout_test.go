@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -187,8 +188,11 @@ func TestAPushRollsOutToEveryHostBuiltOnce(t *testing.T) {
 		OK    bool                `json:"ok"`
 		Split map[string][]string `json:"split"`
 	}
-	if err := json.Unmarshal([]byte(d1.mustCLI("deploy", "hello", "--fleet", "--json")), &res); err != nil || !res.OK || len(res.Split) != 0 {
-		t.Fatalf("deploy --fleet --json: %+v %v", res, err)
+	cmd := exec.Command(daemonBin, "deploy", "hello", "--fleet", "--json", "-c", d1.config)
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	stdout, err := cmd.Output() // the progress goes to stderr
+	if jerr := json.Unmarshal(stdout, &res); err != nil || jerr != nil || !res.OK || len(res.Split) != 0 {
+		t.Fatalf("deploy --fleet --json: %+v %v %v\n%s", res, err, jerr, stdout)
 	}
 	if got := d1.lives(); got != "v3 v3 v3" {
 		t.Fatalf("after deploy --fleet: %s", got)
