@@ -276,6 +276,7 @@ func (j *job) rollOut(ro *rollout, rel *releases.Release, previous, by string) e
 			return j.undoRollout(ro, rel, previous, by, errors.Join(errs...))
 		}
 	}
+	ro.pr.Step("%s is live on all %d hosts: %s, %s", rel.ID, len(ro.plan.Peers)+1, ro.plan.Self, strings.Join(ro.plan.Peers, ", "))
 	return nil
 }
 

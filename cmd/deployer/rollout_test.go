@@ -154,6 +154,7 @@ func TestAPushRollsOutToEveryHostBuiltOnce(t *testing.T) {
 	ls := loadEach(t, d1, d2, d3)
 	rev := r.commit("second", map[string]string{"message.txt": "two"})
 	out = r.mustPush(d1)
+	t.Logf("the push's output:\n%s", out)
 	for _, want := range []string{"web1: -----> Build done", "web2: -----> Received v2", "web3: -----> Received v2",
 		"web2: -----> Deployed v2", "web3: -----> Deployed v2", "Shipped v2 to every host"} {
 		if !strings.Contains(out, want) {
