@@ -116,6 +116,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"fleet twice", "fleet: {token_file: t, peers: [{name: a, url: \"http://x:1\"}, {name: a, url: \"http://y:1\"}]}\n", `fleet.peers[1].name: "a" is listed twice`},
 		{"fleet bad name", "fleet: {token_file: t, peers: [{name: A_B, url: \"http://x:1\"}]}\n", `fleet.peers[0].name: "A_B" must match`},
 		{"fleet batch", "fleet: {batch_size: 0}\n", "fleet.batch_size: must be at least 1"},
+		{"fleet self name", "fleet: {name: Web_1}\n", `fleet.name: "Web_1" must match`},
+		{"fleet self as peer", "fleet: {name: web1, token_file: t, peers: [{name: web1, url: \"http://x:1\"}]}\n", `fleet.peers[0].name: "web1" is listed twice (or is this host's fleet.name)`},
 		{"fleet unknown", "fleet: {peer: []}\n", "fleet.peer: unknown key"},
 		{"pushers not a list", goodApp + "    pushers: {alice: true}\n", "apps.hello.pushers"},
 		{"zero connections", "git: {max_connections: 0}\n", "git.max_connections: must be at least 1"},
@@ -232,6 +234,15 @@ func TestMissingOrUnreadableCredentialsFileIsAnErrorNamingTheKey(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestAMissingFleetCAFileIsNamed(t *testing.T) {
+	c := Default()
+	missing := filepath.Join(t.TempDir(), "ca.pem")
+	c.Fleet.CAFile = missing
+	if err := c.CheckCredentials(); err == nil || err.Error() != "fleet.ca_file: open "+missing+": no such file or directory" {
+		t.Fatalf("got %v", err)
 	}
 }
 
