@@ -98,15 +98,17 @@ type Result struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Guard sends every /_fleet/ request that carries token to peers, refuses
-// the others, and passes every other path to next.
-func Guard(token string, peers, next http.Handler) http.Handler {
+// Guard sends every /_fleet/ request that carries the fleet's token to
+// peers, refuses the others, and passes every other path to next. token is
+// asked on every request, so that a new secret takes effect without a
+// restart; "" refuses every request.
+func Guard(token func() string, peers, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/_fleet/") {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if !Authorized(r, token) {
+		if !Authorized(r, token()) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="deployer fleet"`)
 			http.Error(w, "fleet: a peer's token is required", http.StatusUnauthorized)
 			return

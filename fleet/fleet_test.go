@@ -27,7 +27,7 @@ func TestSplitNamesTheHostsThatDiffer(t *testing.T) {
 
 func TestHandlerTakesOnlyTheFleetToken(t *testing.T) {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
-	srv := httptest.NewServer(Guard("0123456789abcdef", statusMux(Host{Name: "me"}), next))
+	srv := httptest.NewServer(Guard(func() string { return "0123456789abcdef" }, statusMux(Host{Name: "me"}), next))
 	defer srv.Close()
 	c := &Client{Token: "0123456789abcdef"}
 	h, err := c.Status(context.Background(), srv.URL)
@@ -49,7 +49,7 @@ func TestHandlerTakesOnlyTheFleetToken(t *testing.T) {
 		t.Fatalf("other paths are not passed on: HTTP %d", resp.StatusCode)
 	}
 	// An empty token authorizes nothing, even an empty bearer.
-	srv2 := httptest.NewServer(Guard("", statusMux(Host{}), next))
+	srv2 := httptest.NewServer(Guard(func() string { return "" }, statusMux(Host{}), next))
 	defer srv2.Close()
 	if _, err := (&Client{}).Status(context.Background(), srv2.URL); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("empty token: %v", err)

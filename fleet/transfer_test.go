@@ -50,7 +50,7 @@ func newTestPeer(t *testing.T, limit int64, wrap func(http.Handler) http.Handler
 	if wrap != nil {
 		h = wrap(h)
 	}
-	p.srv = httptest.NewUnstartedServer(Guard(testToken, h, http.NotFoundHandler()))
+	p.srv = httptest.NewUnstartedServer(Guard(func() string { return testToken }, h, http.NotFoundHandler()))
 	// A cut connection makes net/http log; that is the point, not news.
 	p.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	p.srv.Start()
@@ -457,7 +457,7 @@ func TestUploadWithAWrongTokenIsRefused(t *testing.T) {
 // unavailable is a peer that answers every request 503 and counts them.
 func unavailable(t *testing.T, seen func(n int32)) *httptest.Server {
 	var n atomic.Int32
-	srv := httptest.NewServer(Guard(testToken, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(Guard(func() string { return testToken }, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen(n.Add(1))
 		http.Error(w, "restarting", http.StatusServiceUnavailable)
 	}), http.NotFoundHandler()))

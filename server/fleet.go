@@ -183,6 +183,17 @@ func openShipment(st *fleet.Staging, app string, m fleet.Manifest) (tree, bundle
 	return tree, bundle, nil
 }
 
+// fleetToken is the fleet's secret as the config names it now, read anew
+// each time (a SIGHUP may name another file, or the file may change); ""
+// if there is none, which opens nothing.
+func (s *Server) fleetToken() string {
+	s.mu.Lock()
+	f := s.cfg.Fleet
+	s.mu.Unlock()
+	token, _ := f.Token()
+	return token
+}
+
 func (s *Server) fleetClient() *fleet.Client {
 	s.mu.Lock()
 	f := s.cfg.Fleet

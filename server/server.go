@@ -334,18 +334,17 @@ func (s *Server) serve() error {
 			Apps: d, Tokens: gitserver.Tokens{File: s.cfg.Git.TokensFile}, Socket: s.socket(), HookDir: s.hookDir(),
 			MaxPack: int64(s.cfg.Git.MaxPackSize), Log: s.log, AuthDelay: 300 * time.Millisecond, Limits: limits,
 		}).Server()
-		if token, err := s.cfg.Fleet.Token(); err != nil {
+		if _, err := s.cfg.Fleet.Token(); err != nil {
 			s.log.Error("fleet: peers cannot reach this host", "err", err)
-		} else if token != "" {
-			// A peer's request, once authenticated, keeps its connection
-			// as a push does: a rollout's step streams for minutes.
-			api := s.fleetPeerAPI(d)
-			busy := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				defer gitserver.Busy(r.Context())()
-				api.ServeHTTP(w, r)
-			})
-			s.git.Handler = fleet.Guard(token, busy, s.git.Handler)
 		}
+		// A peer's request, once authenticated, keeps its connection as a
+		// push does: a rollout's step streams for minutes.
+		api := s.fleetPeerAPI(d)
+		busy := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer gitserver.Busy(r.Context())()
+			api.ServeHTTP(w, r)
+		})
+		s.git.Handler = fleet.Guard(s.fleetToken, busy, s.git.Handler)
 		go s.serveGit(s.git, gitserver.NewListener(s.gitLn, limits, s.log, "git http"))
 		if s.cfg.Git.TokensFile == "" {
 			s.log.Warn("git.tokens_file is not set: every HTTP push will be refused")
