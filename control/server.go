@@ -69,7 +69,9 @@ func NewMux(api API) *http.ServeMux {
 	mux.HandleFunc("POST /v1/apps/{app}/deploy", func(w http.ResponseWriter, r *http.Request) {
 		var req DeployRequest
 		if Decode(w, r, &req) {
-			Stream(w, func(out io.Writer) error { return api.DeployRev(r.Context(), r.PathValue("app"), req.Rev, req.By, req.Fleet, out) })
+			Stream(w, func(out io.Writer) error {
+				return api.DeployRev(r.Context(), r.PathValue("app"), req.Rev, req.By, req.Fleet, out)
+			})
 		}
 	})
 	mux.HandleFunc("POST /v1/apps/{app}/rollback", func(w http.ResponseWriter, r *http.Request) {

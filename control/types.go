@@ -10,7 +10,7 @@ import (
 // as they always have: clients and daemons of other versions meet during
 // an upgrade.
 type (
-	DeployRequest   struct {
+	DeployRequest struct {
 		Rev, By string
 		Fleet   bool // roll out to every host of the fleet
 	}

@@ -60,8 +60,8 @@ type rollout struct {
 	peers    Peers
 	plan     FleetPlan
 	lines    *fleet.Lines
-	pr       *progress          // the rollout's own lines, unprefixed
-	shipment string             // the uploads' id on every peer
+	pr       *progress            // the rollout's own lines, unprefixed
+	shipment string               // the uploads' id on every peer
 	before   map[string]fleet.App // each peer's app, as the rollout found it
 	free     map[string]uint64    // each peer's free space
 	shipped  []string             // the peers that hold the release

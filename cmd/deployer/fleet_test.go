@@ -40,6 +40,24 @@ func fleetDaemon(t *testing.T, token string, peers map[string]string) *daemon {
 	return d
 }
 
+// addPeers restarts d with peers (name -> git address) added to its fleet
+// section, the last of its config.
+func (d *daemon) addPeers(peers map[string]string) {
+	d.t.Helper()
+	d.stop()
+	f := "  peers:\n"
+	for _, name := range []string{"web2", "web3"} {
+		if addr, ok := peers[name]; ok {
+			f += fmt.Sprintf("    - {name: %s, url: \"http://%s\"}\n", name, addr)
+		}
+	}
+	cfg, _ := os.ReadFile(d.config)
+	if err := os.WriteFile(d.config, append(cfg, f...), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+	d.start()
+}
+
 type fleetView struct {
 	Hosts []fleet.Result      `json:"hosts"`
 	Split map[string][]string `json:"split"`
@@ -146,7 +164,9 @@ func TestStatusFleetShowsWhichReleaseIsLiveWhere(t *testing.T) {
 func TestRollbackFleetIsAllOrNothing(t *testing.T) {
 	d2 := fleetDaemon(t, fleetToken, nil)
 	d3 := fleetDaemon(t, fleetToken, nil)
-	d1 := fleetDaemon(t, fleetToken, map[string]string{"web2": d2.gitAddr, "web3": d3.gitAddr})
+	d1 := fleetDaemon(t, fleetToken, nil)
+	// Each host deploys on its own first (a push to a host with peers
+	// would roll out to them): web3 gets only the second release.
 	r := newAppRepo(t)
 	for _, d := range []*daemon{d1, d2} {
 		r.mustPush(d)
@@ -155,6 +175,7 @@ func TestRollbackFleetIsAllOrNothing(t *testing.T) {
 	for _, d := range []*daemon{d1, d2, d3} {
 		r.mustPush(d)
 	}
+	d1.addPeers(map[string]string{"web2": d2.gitAddr, "web3": d3.gitAddr})
 	live := func() []string {
 		var out []string
 		for _, h := range d1.fleetStatus().Hosts {
