@@ -303,3 +303,42 @@ func TestKillingTheEntryHostMidRolloutLeavesCompleteReleasesAndTheNextPushConver
 		t.Errorf("web3's abandoned v2: %v", st)
 	}
 }
+
+// TestARolloutReachesItsPeersOverTLS: web2 serves its git listener over
+// HTTPS with a certificate of a private CA. Without fleet.ca_file, web1
+// refuses to roll out (the peer is unreachable: its certificate is not
+// trusted), and nothing changes; with it, the push goes live on both.
+func TestARolloutReachesItsPeersOverTLS(t *testing.T) {
+	d2 := fleetHost(t, "web2", nil, "")
+	cert, key := selfSigned(t, d2.dir)
+	d2.stop()
+	cfg, _ := os.ReadFile(d2.config)
+	os.WriteFile(d2.config, []byte(strings.Replace(string(cfg), "  lock_timeout: 1m\n",
+		"  lock_timeout: 1m\n  tls_cert: "+cert+"\n  tls_key: "+key+"\n", 1)), 0o644)
+	d2.start()
+
+	d1 := fleetHost(t, "web1", nil, "")
+	d1.stop()
+	cfg, _ = os.ReadFile(d1.config)
+	os.WriteFile(d1.config, append(cfg, fmt.Sprintf("  peers:\n    - {name: web2, url: \"https://%s\"}\n", d2.gitAddr)...), 0o644)
+	d1.start()
+	r := newRolloutRepo(t)
+	out, err := r.push(d1.url(testToken))
+	if err == nil || !strings.Contains(out, "web2: unreachable") || !strings.Contains(out, "certificate") {
+		t.Fatalf("a peer with an untrusted certificate: %v\n%s", err, out)
+	}
+	if d2.status().Live != "" {
+		t.Fatalf("web2 went live")
+	}
+
+	d1.stop()
+	cfg, _ = os.ReadFile(d1.config)
+	os.WriteFile(d1.config, []byte(strings.Replace(string(cfg), "  token_file: fleet-token\n",
+		"  token_file: fleet-token\n  ca_file: "+cert+"\n", 1)), 0o644)
+	d1.start()
+	out = r.mustPush(d1)
+	if got := d1.lives(); got != "v1 v1" {
+		t.Fatalf("over TLS: %s\n%s", got, out)
+	}
+	d2.serves("v1")
+}
