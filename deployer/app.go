@@ -138,6 +138,9 @@ func (a *App) record(e releases.Event) error {
 		a.log.Error("ledger: event not recorded", "event", e.Event, "release", e.Release, "err", err)
 		return err
 	}
+	if a.opts.OnEvent != nil {
+		a.opts.OnEvent(a.name, e)
+	}
 	return nil
 }
 

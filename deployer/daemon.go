@@ -61,6 +61,9 @@ type Options struct {
 	// Peers, if set, are the fleet's other hosts: a push rolls out to
 	// them. nil: this host alone.
 	Peers Peers
+	// OnEvent, if set, is told of every event of app's ledger once it is
+	// written (for metrics and the status page). It must not block.
+	OnEvent func(app string, e releases.Event)
 }
 
 func (o Options) socket(app string, i int, addr string) (*supervisor.Socket, error) {

@@ -80,8 +80,12 @@ func (j *job) deploy(p Push, ro *rollout) error {
 	if err != nil {
 		return j.failed(rel, step, err)
 	}
+	phases := map[string]float64{"receive": p.Received.Seconds(), "checkout": bt.checkout.Seconds(), "build": bt.build.Seconds()}
 	if ro != nil {
-		if err := j.ship(ro, rel); err != nil {
+		t := time.Now()
+		err := j.ship(ro, rel)
+		phases["ship"] = time.Since(t).Seconds()
+		if err != nil {
 			j.abandonShipped(ro, rel, err)
 			return j.failed(rel, "fleet", fmt.Errorf("%w; nothing changed on any host", err))
 		}
@@ -89,7 +93,7 @@ func (j *job) deploy(p Push, ro *rollout) error {
 	lt, err := j.goLive(rel, cutover{
 		ref: p.Ref, from: p.Old, to: p.New, previous: previous, retireAs: releases.Retired,
 		event: &releases.Event{Event: "deploy", Release: rel.ID, From: previous, By: p.Pusher,
-			Detail: fmt.Sprintf("%s %s", short(p.New), rel.Message)},
+			Detail: fmt.Sprintf("%s %s", short(p.New), rel.Message), Phases: phases},
 		since: start,
 	})
 	if err != nil {
@@ -228,7 +232,7 @@ func (j *job) failed(rel *releases.Release, step string, err error) error {
 	if serr != nil {
 		j.pr.Info("%s could not be marked failed: %v", rel.ID, serr)
 	}
-	j.record(releases.Event{Event: "failure", Release: rel.ID, By: rel.Pusher, Detail: rel.Reason})
+	j.record(releases.Event{Event: "failure", Of: "deploy", Release: rel.ID, By: rel.Pusher, Detail: rel.Reason})
 	j.log.Warn("deploy failed", "release", rel.ID, "step", step, "err", err)
 	return fmt.Errorf("%s: %w", step, err)
 }

@@ -130,8 +130,14 @@ func TestDeployBuildsChecksOutAndPutsTheReleaseLive(t *testing.T) {
 	if green := ta.starter.last(); green.Release() != "v2" || green.spec.Start != "./serve --port 1" || green.isStopped() {
 		t.Fatalf("green %+v", green.spec)
 	}
-	if e := ta.store.LastEvent("deploy"); e == nil || e.Release != "v2" || e.From != "v1" {
+	e := ta.store.LastEvent("deploy")
+	if e == nil || e.Release != "v2" || e.From != "v1" {
 		t.Fatalf("ledger: %+v", e)
+	}
+	for _, phase := range []string{"receive", "checkout", "build", "preflight", "green"} {
+		if _, ok := e.Phases[phase]; !ok {
+			t.Errorf("no %s phase in %+v", phase, e.Phases)
+		}
 	}
 	log, _ := os.ReadFile(ta.store.BuildLog("v2"))
 	contains(t, "build log", string(log), "Build done")
@@ -171,7 +177,7 @@ func TestFailedBuildIsRecordedRunsOnFailureAndChangesNothing(t *testing.T) {
 	if ta.starter.last() != nil {
 		t.Fatal("a pool was started")
 	}
-	if e := ta.store.LastEvent("failure"); e == nil || e.Release != "v1" {
+	if e := ta.store.LastEvent("failure"); e == nil || e.Release != "v1" || e.Of != "deploy" {
 		t.Fatalf("ledger: %+v", e)
 	}
 	contains(t, "output", out.String(), "       compiling\n")

@@ -3,6 +3,7 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/deployer/deployer/releases"
@@ -83,7 +84,7 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	}
 	// The new state is on disk before the drain, which may take drain_timeout.
 	blue := j.swap(green)
-	j.recordLive(rel, c)
+	j.recordLive(rel, c, lt)
 	// The cut-over ends when blue stops taking connections: from then on
 	// every new one goes to green. A worker that keeps its listener open
 	// while it drains is not waited for longer than acceptWait.
@@ -216,13 +217,19 @@ func (j *job) probeName() string {
 	return s
 }
 
-// recordLive writes the ledger line of a change that just went live.
-func (j *job) recordLive(rel *releases.Release, c cutover) {
+// recordLive writes the ledger line of a change that just went live, with
+// the durations of its steps.
+func (j *job) recordLive(rel *releases.Release, c cutover, lt liveTimes) {
 	if c.event == nil {
 		return
 	}
 	e := *c.event
 	e.Seconds = time.Since(c.since).Seconds()
+	e.Phases = maps.Clone(e.Phases)
+	if e.Phases == nil {
+		e.Phases = map[string]float64{}
+	}
+	e.Phases["preflight"], e.Phases["green"] = lt.preflight.Seconds(), lt.green.Seconds()
 	if err := j.record(e); err != nil {
 		j.pr.Info("%s is live, but the ledger could not record it: %v", rel.ID, err)
 	}

@@ -181,7 +181,7 @@ func (j *job) abandon(id, why string) error {
 	if err := j.store.RemoveTree(id); err != nil {
 		j.log.Warn("abandoned release: tree not removed", "release", id, "err", err)
 	}
-	j.record(releases.Event{Event: "failure", Release: id, By: rel.Pusher, Detail: why})
+	j.record(releases.Event{Event: "failure", Of: "deploy", Release: id, By: rel.Pusher, Detail: why})
 	j.log.Info("abandoned a shipped release", "release", id, "why", why)
 	return nil
 }

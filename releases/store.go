@@ -245,6 +245,12 @@ type Event struct {
 	Detail  string    `json:"detail,omitempty"`
 	// Seconds is how long the operation took, when it is timed.
 	Seconds float64 `json:"seconds,omitempty"`
+	// Of is the operation a failure is of: deploy, rollback or reload.
+	Of string `json:"of,omitempty"`
+	// Phases are the durations of the operation's steps, in seconds, by
+	// step (receive, checkout, build, ship, preflight, green); a failure
+	// has those that ran.
+	Phases map[string]float64 `json:"phases,omitempty"`
 }
 
 // Record appends e to the ledger and syncs it. An event that could not be
