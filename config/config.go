@@ -25,6 +25,9 @@ type Config struct {
 	Apps map[string]*App `mapstructure:"apps" yaml:"apps"`
 	// Fleet lists the other hosts of the fleet (SPEC §10). Default: none.
 	Fleet Fleet `mapstructure:"fleet" yaml:"fleet"`
+	// HTTPAdmin is the admin listener: metrics, the daemon's health and
+	// the status page (SPEC §11). Default: off.
+	HTTPAdmin HTTPAdmin `mapstructure:"http_admin" yaml:"http_admin"`
 
 	// File is the config file that was loaded, "" for built-in defaults.
 	File string `mapstructure:"-" yaml:"-"`
@@ -71,6 +74,21 @@ type Git struct {
 	// its files' sizes: a push whose tree is larger fails and nothing of it
 	// stays on disk. Default "2GiB".
 	MaxReleaseSize ByteSize `mapstructure:"max_release_size" yaml:"max_release_size"`
+}
+
+// HTTPAdmin configures the admin listener (SPEC §11): /metrics for
+// Prometheus, /healthz for the daemon itself, and the status page at /.
+type HTTPAdmin struct {
+	// Listen is the admin address, such as "127.0.0.1:7070". Default "" (off).
+	Listen string `mapstructure:"listen" yaml:"listen"`
+	// TokensFile holds lines "NAME:SHA256-HEX-OF-TOKEN", as git.tokens_file
+	// (it may be the same file), for HTTP basic auth to everything the
+	// listener serves. Default "". Required with listen unless
+	// metrics_public; without it only /metrics and /healthz answer.
+	TokensFile string `mapstructure:"tokens_file" yaml:"tokens_file"`
+	// MetricsPublic serves /metrics and /healthz without authentication;
+	// the rest still needs a token. Default false.
+	MetricsPublic bool `mapstructure:"metrics_public" yaml:"metrics_public"`
 }
 
 // App is one deployable application.

@@ -125,6 +125,12 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"zero handshake", "git: {handshake_timeout: 0s}\n", "git.handshake_timeout: must be positive"},
 		{"negative idle", "git: {idle_timeout: -1s}\n", "git.idle_timeout: must be positive"},
 		{"bad stall", "git: {stall_timeout: forever}\n", "git.stall_timeout"},
+		{"admin bad listen", "http_admin: {listen: \"7070\", metrics_public: true}\n", `http_admin.listen: "7070" is not host:port`},
+		{"admin listen clashes with git", "http_admin: {listen: \"127.0.0.1:7007\", metrics_public: true}\n", "http_admin.listen: 127.0.0.1:7007 is already used by git.http_listen"},
+		{"app listen clashes with admin", "http_admin: {listen: \"127.0.0.1:8080\", metrics_public: true}\n" + goodApp, "apps.hello.listen[0]: 127.0.0.1:8080 is already used by http_admin.listen"},
+		{"admin without auth", "http_admin: {listen: \"127.0.0.1:7070\"}\n", "http_admin.tokens_file: required unless metrics_public"},
+		{"admin unknown", "http_admin: {public: true}\n", "http_admin.public: unknown key"},
+		{"admin public not a bool", "http_admin: {metrics_public: sometimes}\n", "http_admin.metrics_public"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -243,6 +249,46 @@ func TestAMissingFleetCAFileIsNamed(t *testing.T) {
 	c.Fleet.CAFile = missing
 	if err := c.CheckCredentials(); err == nil || err.Error() != "fleet.ca_file: open "+missing+": no such file or directory" {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestHTTPAdminIsOffByDefaultAndItsTokensFileIsRelativeToTheConfig(t *testing.T) {
+	c, err := Load(writeConfig(t, "d.yaml", goodApp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAdmin != (HTTPAdmin{}) {
+		t.Fatalf("http_admin is not off by default: %+v", c.HTTPAdmin)
+	}
+	p := writeConfig(t, "d.yaml", "http_admin: {listen: \"127.0.0.1:7070\", tokens_file: admin-tokens}\n")
+	t.Chdir(t.TempDir())
+	if c, err = Load(p); err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAdmin.Listen != "127.0.0.1:7070" || c.HTTPAdmin.TokensFile != filepath.Join(filepath.Dir(p), "admin-tokens") || c.HTTPAdmin.MetricsPublic {
+		t.Fatalf("http_admin: %+v", c.HTTPAdmin)
+	}
+	// Public metrics need no tokens file; the environment reaches the section.
+	t.Setenv("DEPLOYER_HTTP_ADMIN_LISTEN", "127.0.0.1:7171")
+	t.Setenv("DEPLOYER_HTTP_ADMIN_METRICS_PUBLIC", "true")
+	if c, err = Load(writeConfig(t, "d.yaml", goodApp)); err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAdmin.Listen != "127.0.0.1:7171" || !c.HTTPAdmin.MetricsPublic || c.HTTPAdmin.TokensFile != "" {
+		t.Fatalf("http_admin from the environment: %+v", c.HTTPAdmin)
+	}
+}
+
+func TestAMissingAdminTokensFileIsNamed(t *testing.T) {
+	c := Default()
+	missing := filepath.Join(t.TempDir(), "admin-tokens")
+	c.HTTPAdmin = HTTPAdmin{Listen: "127.0.0.1:7070", TokensFile: missing}
+	if err := c.CheckCredentials(); err == nil || err.Error() != "http_admin.tokens_file: open "+missing+": no such file or directory" {
+		t.Fatalf("got %v", err)
+	}
+	c.HTTPAdmin.TokensFile = t.TempDir()
+	if err := c.CheckCredentials(); err == nil || !strings.HasPrefix(err.Error(), "http_admin.tokens_file: read ") {
+		t.Fatalf("a directory as tokens_file: %v", err)
 	}
 }
 

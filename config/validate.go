@@ -60,6 +60,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if err := c.validateAdmin(claim); err != nil {
+		return err
+	}
 	names := make([]string, 0, len(c.Apps))
 	for name := range c.Apps {
 		names = append(names, name)
@@ -73,10 +76,11 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// CheckCredentials checks that the credentials files the config names,
-// git.tokens_file and git.authorized_keys, can be read. A daemon that
-// started without them would refuse every push, so serve (at start and on
-// SIGHUP) and check stop on it, naming the key. An empty setting is no
+// CheckCredentials checks that the credentials files the config names
+// (git.tokens_file, git.authorized_keys, fleet.token_file, fleet.ca_file,
+// http_admin.tokens_file) can be read. A daemon that started without them
+// would refuse every push (or every admin request), so serve (at start and
+// on SIGHUP) and check stop on it, naming the key. An empty setting is no
 // error: the daemon then refuses every push of that transport, and says so.
 // Validate does not call it: the client commands, which read the config
 // only for data_dir, run as users who may not read these files.
@@ -86,6 +90,7 @@ func (c *Config) CheckCredentials() error {
 		{"git.authorized_keys", c.Git.AuthorizedKeys},
 		{"fleet.token_file", c.Fleet.TokenFile},
 		{"fleet.ca_file", c.Fleet.CAFile},
+		{"http_admin.tokens_file", c.HTTPAdmin.TokensFile},
 	} {
 		if f.path == "" {
 			continue
@@ -283,6 +288,27 @@ func (c *Config) validateGit() error {
 		if d.val <= 0 {
 			return fmt.Errorf("%s: must be positive", d.key)
 		}
+	}
+	return nil
+}
+
+// validateAdmin checks the http_admin: section and makes its path absolute.
+func (c *Config) validateAdmin(claim func(key, addr string) error) error {
+	a := &c.HTTPAdmin
+	if a.TokensFile != "" {
+		var err error
+		if a.TokensFile, err = c.abs(a.TokensFile); err != nil {
+			return fmt.Errorf("http_admin.tokens_file: %w", err)
+		}
+	}
+	if a.Listen == "" {
+		return nil
+	}
+	if err := claim("http_admin.listen", a.Listen); err != nil {
+		return err
+	}
+	if a.TokensFile == "" && !a.MetricsPublic {
+		return fmt.Errorf("http_admin.tokens_file: required unless metrics_public")
 	}
 	return nil
 }
