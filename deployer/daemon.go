@@ -308,6 +308,16 @@ func (d *Daemon) Releases(app string) ([]*releases.Release, string, error) {
 	return list, live, nil
 }
 
+// ReleasesDir is the directory of app's release trees and their metadata
+// (apps/APP/releases), for its disk use.
+func (d *Daemon) ReleasesDir(app string) (string, error) {
+	a, err := d.App(app)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(a.dir, "releases"), nil
+}
+
 // Status of one app.
 type Status struct {
 	App     string                    `json:"app"`
