@@ -41,7 +41,7 @@ var (
 		"Releases of the app with metadata on disk, by status (a pruned one has its metadata only).",
 		[]string{"app", "status"}, nil)
 	bytesDesc = prometheus.NewDesc("deployer_releases_bytes",
-		"Disk used by the app's release trees (apps/APP/releases), as du counts it; computed at most once a minute.",
+		"Disk used by the app's release trees (apps/APP/releases), as du counts it; measured at most once a minute, and again after the app's next ledger event.",
 		[]string{"app"}, nil)
 	liveDesc = prometheus.NewDesc("deployer_live_release_info",
 		"The app's live release and its revision: always 1.",

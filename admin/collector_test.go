@@ -167,6 +167,27 @@ func TestReleasesBytesAreWalkedAtMostOncePerTTL(t *testing.T) {
 	}
 }
 
+func TestALedgerEventMakesTheNextScrapeMeasureTheReleasesAgain(t *testing.T) {
+	dir := t.TempDir()
+	src := &fakeSource{
+		status:   []deployer.Status{{App: "hello"}},
+		releases: map[string][]*releases.Release{"hello": {}},
+		dirs:     map[string]string{"hello": dir},
+	}
+	m := NewMetrics(src)
+	before := scrape(t, m.Handler())[`deployer_releases_bytes{app="hello"}`]
+	if err := os.WriteFile(filepath.Join(dir, "big"), make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := scrape(t, m.Handler())[`deployer_releases_bytes{app="hello"}`]; got != before {
+		t.Fatalf("measured again with no event: %v, was %v", got, before)
+	}
+	m.Observe("hello", releases.Event{Event: "deploy", Release: "v1"})
+	if got := scrape(t, m.Handler())[`deployer_releases_bytes{app="hello"}`]; got < before+1<<20 {
+		t.Fatalf("after a deploy: %v bytes, was %v", got, before)
+	}
+}
+
 func TestDiskUseCountsAHardLinkedFileOnce(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "a"), make([]byte, 256<<10), 0o600); err != nil {

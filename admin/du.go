@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -27,9 +28,12 @@ type diskUsage struct {
 // usage is one app's last walk; its mutex makes concurrent scrapes wait
 // for one walk rather than each start its own.
 type usage struct {
+	changes atomic.Int64 // changes of the app's releases, counted without waiting for a walk
+
 	mu    sync.Mutex
 	dir   string
 	at    time.Time
+	seen  int64 // changes when the last walk began
 	bytes int64
 }
 
@@ -39,25 +43,36 @@ func newDiskUsage() *diskUsage {
 
 // of is the disk use of dir, app's release trees, walked at most once per ttl.
 func (d *diskUsage) of(app, dir string) (int64, error) {
-	d.mu.Lock()
-	u := d.apps[app]
-	if u == nil {
-		u = &usage{}
-		d.apps[app] = u
-	}
-	d.mu.Unlock()
+	u := d.usage(app)
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.dir == dir && !u.at.IsZero() && d.now().Sub(u.at) < d.ttl {
+	changes := u.changes.Load()
+	if u.dir == dir && !u.at.IsZero() && d.now().Sub(u.at) < d.ttl && u.seen == changes {
 		return u.bytes, nil
 	}
 	n, err := d.walk(dir)
 	if err != nil {
 		return 0, err
 	}
-	u.dir, u.at, u.bytes = dir, d.now(), n
+	u.dir, u.at, u.seen, u.bytes = dir, d.now(), changes, n
 	return n, nil
 }
+
+func (d *diskUsage) usage(app string) *usage {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	u := d.apps[app]
+	if u == nil {
+		u = &usage{}
+		d.apps[app] = u
+	}
+	return u
+}
+
+// changed says app's releases changed: the next scrape walks them again,
+// and so does the one after a walk that was under way. It never waits for
+// a walk.
+func (d *diskUsage) changed(app string) { d.usage(app).changes.Add(1) }
 
 // du is the disk space the files under dir take, as du(1) counts it:
 // allocated blocks, each hard-linked file once. What cannot be read (a

@@ -34,6 +34,7 @@ type Metrics struct {
 	phases   *prometheus.HistogramVec
 	duration *prometheus.HistogramVec
 	handler  http.Handler
+	state    *stateCollector // nil without a Source
 }
 
 // NewMetrics registers the operation counters and histograms, build info,
@@ -72,7 +73,8 @@ func NewMetrics(src Source) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if src != nil {
-		m.reg.MustRegister(newStateCollector(src))
+		m.state = newStateCollector(src)
+		m.reg.MustRegister(m.state)
 	}
 	// What could be gathered is served: one app's unreadable releases
 	// must not hide every other metric.
@@ -95,9 +97,13 @@ func (m *Metrics) AddApps(apps ...string) {
 // Observe counts a ledger event of app: a deploy, rollback or reload as
 // ok, a failure as failed under the operation it is of (Event.Of), each
 // with the durations of the steps that ran; other events (cleanup,
-// recover, stop) are not counted. It never blocks
-// (deployer.Options.OnEvent).
+// recover, stop) are not counted. Any event may have changed the app's
+// releases on disk, so their disk use is measured afresh at the next
+// scrape. It never waits for a scrape (deployer.Options.OnEvent).
 func (m *Metrics) Observe(app string, e releases.Event) {
+	if m.state != nil {
+		m.state.du.changed(app)
+	}
 	op, result := e.Event, ResultOK
 	if e.Event == "failure" {
 		op, result = e.Of, ResultFailed

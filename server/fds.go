@@ -236,7 +236,7 @@ func (t *fds) activated(wants map[string]systemd.Want, logf func(msg string, err
 // ourName reports whether name is one the daemon stores descriptors under.
 func ourName(name string) bool {
 	switch name {
-	case "git-http", "git-ssh", "control", "notify":
+	case "git-http", "git-ssh", "control", "notify", "admin-http":
 		return true
 	}
 	return strings.HasPrefix(name, "app/") || strings.HasPrefix(name, "out/")

@@ -14,8 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/deployer/deployer/admin"
 	"github.com/deployer/deployer/config"
 	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
@@ -41,16 +43,25 @@ type Server struct {
 	exe     string
 	started time.Time
 
-	mu    sync.Mutex // guards the fields below, which a failed upgrade replaces
-	fds   *fds
-	d     *deployer.Daemon
-	ready chan struct{} // closed once the apps are up (or adopted)
-	ctl   *http.Server
-	ctlLn *net.UnixListener
-	git   *http.Server
-	gitLn net.Listener
-	ssh   *ssh.Server
-	sshLn net.Listener
+	mu      sync.Mutex // guards the fields below, which a failed upgrade replaces
+	fds     *fds
+	d       *deployer.Daemon
+	ready   chan struct{} // closed once the apps are up (or adopted)
+	ctl     *http.Server
+	ctlLn   *net.UnixListener
+	git     *http.Server
+	gitLn   net.Listener
+	ssh     *ssh.Server
+	sshLn   net.Listener
+	admin   *http.Server // nil: http_admin.listen is not set
+	adminLn net.Listener
+	// adminHandler serves admin; Reconfigure changes its auth settings.
+	adminHandler *admin.Handler
+
+	// metrics outlive a failed upgrade's new deployer.Daemon: they are
+	// made once, before the first, and fed by every one (Options.OnEvent).
+	metrics  *admin.Metrics
+	stopping atomic.Bool // Shutdown began: /healthz says 503
 
 	notify  *supervisor.Notifier
 	cgroups *cgroup.Tree // nil: process groups only
@@ -77,6 +88,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("find own binary: %w", err)
 	}
 	s := &Server{cfg: cfg, log: log, exe: exe, started: time.Now(), done: make(chan struct{}), readyPipe: takeReadyPipe()}
+	s.metrics = admin.NewMetrics(currentDaemon{s})
+	s.metrics.AddApps(cfg.AppNames()...)
 	// Nothing the daemon starts inherits what its own parent left open.
 	supervisor.CloseOnExecInherited()
 	if err := s.installHooks(); err != nil {
@@ -190,10 +203,17 @@ func (s *Server) open() (err error) {
 		}
 		closers = append(closers, func() { sshLn.Close() })
 	}
+	var adminLn net.Listener
+	if s.cfg.HTTPAdmin.Listen != "" {
+		if adminLn, err = t.listener("admin-http", s.cfg.HTTPAdmin.Listen); err != nil {
+			return fmt.Errorf("http_admin.listen: %w", err)
+		}
+		closers = append(closers, func() { adminLn.Close() })
+	}
 	s.enableLimits(s.cfg, t)
 	d, err := deployer.New(s.cfg, s.log, deployer.Options{
 		Socket: t.appSocket, Notify: notify, Keeper: keeperOf(t), Output: t.output, Cgroups: s.cgroups,
-		Peers: fleetPeers{s},
+		Peers: fleetPeers{s}, OnEvent: s.metrics.Observe,
 	})
 	if err != nil {
 		return err
@@ -201,7 +221,7 @@ func (s *Server) open() (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fds, s.d, s.notify = t, d, notify
-	s.ctlLn, s.gitLn, s.sshLn = ctl, gitLn, sshLn
+	s.ctlLn, s.gitLn, s.sshLn, s.adminLn = ctl, gitLn, sshLn, adminLn
 	s.ready = make(chan struct{})
 	return nil
 }
@@ -215,6 +235,9 @@ func (s *Server) wants() map[string]systemd.Want {
 	}
 	if s.cfg.Git.SSHListen != "" {
 		w["git-ssh"] = systemd.Want{Name: systemd.NameGitSSH, Addr: s.cfg.Git.SSHListen}
+	}
+	if s.cfg.HTTPAdmin.Listen != "" {
+		w["admin-http"] = systemd.Want{Name: systemd.NameAdmin, Addr: s.cfg.HTTPAdmin.Listen}
 	}
 	for _, name := range s.cfg.AppNames() {
 		for i, addr := range s.cfg.Apps[name].Listen {
@@ -301,7 +324,7 @@ func (s *Server) Serve() error {
 	}
 	go s.watchdog()
 	s.log.Info("deployer started", "pid", os.Getpid(), "version", buildinfo.Get().Version,
-		"git_http", s.cfg.Git.HTTPListen, "git_ssh", s.cfg.Git.SSHListen, "socket", s.socket(),
+		"git_http", s.cfg.Git.HTTPListen, "git_ssh", s.cfg.Git.SSHListen, "admin", s.cfg.HTTPAdmin.Listen, "socket", s.socket(),
 		"data_dir", s.cfg.DataDir, "config", s.cfg.File)
 	if len(s.cfg.Apps) == 0 {
 		s.log.Info("no apps configured: add one under apps: in deployer.yaml (see README), then send SIGHUP")
@@ -372,6 +395,7 @@ func (s *Server) serve() error {
 			s.log.Warn("git.authorized_keys is not set: every SSH push will be refused")
 		}
 	}
+	s.serveAdmin()
 	ready, t := s.ready, s.fds
 	go func() {
 		d.Start()
@@ -460,9 +484,12 @@ func (s *Server) Reconfigure(next *config.Config) error {
 	if err := d.Reconfigure(next); err != nil {
 		return err
 	}
+	s.metrics.AddApps(next.AppNames()...)
 	s.mu.Lock()
+	prev := s.cfg
 	s.cfg = next
 	s.mu.Unlock()
+	s.reconfigureAdmin(prev.HTTPAdmin, next.HTTPAdmin)
 	return nil
 }
 
@@ -470,8 +497,9 @@ func (s *Server) Reconfigure(next *config.Config) error {
 // operations finish (until ctx ends), every worker drains, the keeper ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	git, sshSrv, ctl, ctlLn, t, d, ready := s.git, s.ssh, s.ctl, s.ctlLn, s.fds, s.d, s.ready
+	git, sshSrv, adminSrv, ctl, ctlLn, t, d, ready := s.git, s.ssh, s.admin, s.ctl, s.ctlLn, s.fds, s.d, s.ready
 	s.mu.Unlock()
+	s.stopping.Store(true)
 	s.notifySystemd(systemd.Stopping)
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	if git != nil {
@@ -483,6 +511,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	cancel()
 	<-ready
 	err := d.Shutdown(ctx)
+	// The admin listener answers until the workers drained: /healthz
+	// says 503 meanwhile, and the last scrapes see the drain.
+	stopAdmin(adminSrv)
 	activated := t.fromSystemd["control"] // the socket unit's path is systemd's
 	ctlLn.SetUnlinkOnClose(!activated)
 	if ctl != nil {

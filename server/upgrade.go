@@ -134,7 +134,7 @@ func lastLine(b []byte) string {
 // then lets go of the apps without stopping a worker.
 func (s *Server) handOver(out io.Writer) {
 	s.mu.Lock()
-	git, sshSrv, ctlLn, d, notify, t := s.git, s.ssh, s.ctlLn, s.d, s.notify, s.fds
+	git, sshSrv, adminSrv, ctlLn, d, notify, t := s.git, s.ssh, s.admin, s.ctlLn, s.d, s.notify, s.fds
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), handoverWait)
 	defer cancel()
@@ -146,6 +146,7 @@ func (s *Server) handOver(out io.Writer) {
 	if sshSrv != nil {
 		_ = sshSrv.Shutdown(ctx)
 	}
+	stopAdmin(adminSrv) // the keeper holds the listener for the next daemon
 	ctlLn.SetUnlinkOnClose(false)
 	ctlLn.Close()
 	step(out, "Waiting for the operations in flight")

@@ -10,9 +10,10 @@ import (
 // Names of the daemon's own sockets in LISTEN_FDNAMES: the
 // FileDescriptorName= of a socket unit, or the FDNAME= of the store.
 const (
-	NameGitHTTP = "git-http" // git.http_listen
-	NameGitSSH  = "git-ssh"  // git.ssh_listen
-	NameControl = "control"  // the control socket, data_dir/deployer.sock
+	NameGitHTTP = "git-http"   // git.http_listen
+	NameGitSSH  = "git-ssh"    // git.ssh_listen
+	NameControl = "control"    // the control socket, data_dir/deployer.sock
+	NameAdmin   = "admin-http" // http_admin.listen
 )
 
 // AppName is the name of app's listen address i (0-based): "hello.0" for
