@@ -44,8 +44,23 @@ func (a *App) deploy(wait context.Context, p Push, out io.Writer) error {
 	})
 }
 
-// buildTimes are the durations of a deploy's steps before it goes live.
+// buildTimes are the durations of a deploy's steps before it goes live; 0
+// for a step that did not run.
 type buildTimes struct{ checkout, build time.Duration }
+
+// phases are the durations of the steps that ran, for the ledger:
+// receive, and checkout and build once they began (a step that failed
+// counts until it failed).
+func (bt buildTimes) phases(received time.Duration) map[string]float64 {
+	p := map[string]float64{"receive": received.Seconds()}
+	if bt.checkout > 0 {
+		p["checkout"] = bt.checkout.Seconds()
+	}
+	if bt.build > 0 {
+		p["build"] = bt.build.Seconds()
+	}
+	return p
+}
 
 // deploy is a deploy at work; ro, if set, rolls it out to the fleet.
 func (j *job) deploy(p Push, ro *rollout) error {
@@ -69,7 +84,7 @@ func (j *job) deploy(p Push, ro *rollout) error {
 	}
 	logFile, err := os.Create(j.store.BuildLog(rel.ID))
 	if err != nil {
-		return j.failed(rel, "build log", err)
+		return j.failed(rel, "build log", err, nil)
 	}
 	defer logFile.Close()
 	j.pr.setLog(logFile)
@@ -77,17 +92,17 @@ func (j *job) deploy(p Push, ro *rollout) error {
 	previous, _ := j.store.Current()
 	j.pr.Step("Deploying %s (%s) as %s, pushed by %s: %s", j.cfg.Branch, short(p.New), rel.ID, p.Pusher, rel.Message)
 	bt, step, err := j.build(rel, commit, previous)
+	phases := bt.phases(p.Received)
 	if err != nil {
-		return j.failed(rel, step, err)
+		return j.failed(rel, step, err, phases)
 	}
-	phases := map[string]float64{"receive": p.Received.Seconds(), "checkout": bt.checkout.Seconds(), "build": bt.build.Seconds()}
 	if ro != nil {
 		t := time.Now()
 		err := j.ship(ro, rel)
 		phases["ship"] = time.Since(t).Seconds()
 		if err != nil {
 			j.abandonShipped(ro, rel, err)
-			return j.failed(rel, "fleet", fmt.Errorf("%w; nothing changed on any host", err))
+			return j.failed(rel, "fleet", fmt.Errorf("%w; nothing changed on any host", err), phases)
 		}
 	}
 	lt, err := j.goLive(rel, cutover{
@@ -100,7 +115,8 @@ func (j *job) deploy(p Push, ro *rollout) error {
 		if ro != nil {
 			j.abandonShipped(ro, rel, fmt.Errorf("%s failed at %s: %w", ro.plan.Self, lt.step, err))
 		}
-		return j.failed(rel, lt.step, err)
+		lt.addPhases(phases)
+		return j.failed(rel, lt.step, err, phases)
 	}
 	if ro != nil {
 		if err := j.rollOut(ro, rel, previous, p.Pusher); err != nil {
@@ -108,7 +124,7 @@ func (j *job) deploy(p Push, ro *rollout) error {
 			if errors.As(err, &re) && !re.selfBack {
 				return err // still live here: not to be marked failed
 			}
-			return j.failed(rel, "fleet", err)
+			return j.failed(rel, "fleet", err, nil) // went live here: its phases are in the deploy event
 		}
 	}
 	total := time.Since(start)
@@ -130,6 +146,7 @@ func (j *job) build(rel *releases.Release, commit Commit, previous string) (bt b
 	t := time.Now()
 	dir := j.store.Dir(rel.ID)
 	if err := j.repo.Checkout(j.ctx, commit.Tree, dir, j.maxRelease); err != nil {
+		bt.checkout = time.Since(t)
 		return bt, "checkout", err
 	}
 	bt.checkout = time.Since(t)
@@ -146,11 +163,13 @@ func (j *job) build(rel *releases.Release, commit Commit, previous string) (bt b
 	env := j.buildEnv(rel, previous)
 	t = time.Now()
 	if err := j.hook(j.ctx, "pre_build", j.cfg.Hooks.PreBuild, dir, env); err != nil {
+		bt.build = time.Since(t)
 		return bt, "hooks.pre_build", err
 	}
 	if j.cfg.Build != "" {
 		j.pr.Step("Building: %s", j.cfg.Build)
 		if err := j.shell(j.ctx, "build", dir, j.cfg.Build, env); err != nil {
+			bt.build = time.Since(t)
 			return bt, "build", fmt.Errorf("%w: %w", ErrBuild, err)
 		}
 	}
@@ -190,8 +209,9 @@ func (j *job) checkBase(p Push) (string, error) {
 // a tree that is no release at all.
 var unmade = map[string]bool{"build log": true, "checkout": true, "start": true, "shared": true, "unpack": true}
 
-// failed records rel as failed at step and returns the error the pusher sees.
-func (j *job) failed(rel *releases.Release, step string, err error) error {
+// failed records rel as failed at step, with the durations of the steps
+// that ran (phases, may be nil), and returns the error the pusher sees.
+func (j *job) failed(rel *releases.Release, step string, err error, phases map[string]float64) error {
 	if by := cancelledBy(j.ctx); by != "" {
 		err = fmt.Errorf("cancelled by %s: %w", by, err)
 	}
@@ -232,7 +252,7 @@ func (j *job) failed(rel *releases.Release, step string, err error) error {
 	if serr != nil {
 		j.pr.Info("%s could not be marked failed: %v", rel.ID, serr)
 	}
-	j.record(releases.Event{Event: "failure", Of: "deploy", Release: rel.ID, By: rel.Pusher, Detail: rel.Reason})
+	j.record(releases.Event{Event: "failure", Of: "deploy", Release: rel.ID, By: rel.Pusher, Detail: rel.Reason, Phases: phases})
 	j.log.Warn("deploy failed", "release", rel.ID, "step", step, "err", err)
 	return fmt.Errorf("%s: %w", step, err)
 }

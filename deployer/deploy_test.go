@@ -179,6 +179,8 @@ func TestFailedBuildIsRecordedRunsOnFailureAndChangesNothing(t *testing.T) {
 	}
 	if e := ta.store.LastEvent("failure"); e == nil || e.Release != "v1" || e.Of != "deploy" {
 		t.Fatalf("ledger: %+v", e)
+	} else if e.Phases["build"] <= 0 || e.Phases["checkout"] <= 0 || len(e.Phases) != 3 {
+		t.Fatalf("the failure has not the steps that ran (receive, checkout, build): %v", e.Phases)
 	}
 	contains(t, "output", out.String(), "       compiling\n")
 	contains(t, "output", out.String(), "Deploy of v1 failed at build")

@@ -28,6 +28,16 @@ type liveTimes struct {
 	step                   string
 }
 
+// addPhases adds to p, for the ledger, the durations of the steps that
+// ran: both once rel went live; on a failure, those up to the step that
+// failed, which counts until it failed.
+func (lt liveTimes) addPhases(p map[string]float64) {
+	p["preflight"] = lt.preflight.Seconds()
+	if lt.step != "preflight" {
+		p["green"] = lt.green.Seconds()
+	}
+}
+
 // goLive puts rel live through the health gate: preflight on a private
 // socket, green on the shared sockets, then cut-over (branch, current,
 // metadata, ledger, pools swapped, blue told to stop and let go of the
@@ -38,7 +48,7 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	t := time.Now()
 	spec := j.poolSpec(rel)
 	if err := j.giveTree(rel); err != nil {
-		lt.step = "preflight"
+		lt.step, lt.preflight = "preflight", time.Since(t)
 		return lt, err
 	}
 	var healthyAfter time.Duration // how long the preflight instance took to answer healthy
@@ -47,6 +57,7 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 		j.pr.Step("Preflight: one %s worker on a private socket, probing %s", rel.ID, j.probeName())
 		var err error
 		if healthyAfter, err = j.starter.Preflight(j.ctx, spec, j.probe(rel)); err != nil {
+			lt.preflight = time.Since(t)
 			return lt, err
 		}
 		j.pr.Step("Preflight passed (%s)", secs(time.Since(t)))
@@ -59,11 +70,13 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	green := j.starter.NewPool(spec)
 	j.setGreen(green) // status shows its workers as starting
 	if err := green.WaitUp(j.ctx, j.cfg.Health.Timeout); err != nil {
+		lt.green = time.Since(t)
 		j.setGreen(nil)
 		return lt, err
 	}
 	waited, err := j.waitLikePreflight(t, healthyAfter)
 	if err != nil {
+		lt.green = time.Since(t)
 		green.Stop()
 		j.setGreen(nil)
 		return lt, err
@@ -229,7 +242,7 @@ func (j *job) recordLive(rel *releases.Release, c cutover, lt liveTimes) {
 	if e.Phases == nil {
 		e.Phases = map[string]float64{}
 	}
-	e.Phases["preflight"], e.Phases["green"] = lt.preflight.Seconds(), lt.green.Seconds()
+	lt.addPhases(e.Phases)
 	if err := j.record(e); err != nil {
 		j.pr.Info("%s is live, but the ledger could not record it: %v", rel.ID, err)
 	}

@@ -51,7 +51,9 @@ func (j *job) rollback(to, by, why string) error {
 		reason := fmt.Sprintf("rollback to %s refused at %s: %v", target.ID, times.step, err)
 		j.pr.Step("%s", reason)
 		j.pr.Info("%s is still live", live)
-		j.record(releases.Event{Event: "failure", Of: "rollback", Release: target.ID, From: live, By: by, Detail: reason})
+		phases := map[string]float64{}
+		times.addPhases(phases)
+		j.record(releases.Event{Event: "failure", Of: "rollback", Release: target.ID, From: live, By: by, Detail: reason, Phases: phases})
 		return fmt.Errorf("%s: %w", times.step, err)
 	}
 	took := time.Since(start)
@@ -122,7 +124,9 @@ func (j *job) reload(by string) error {
 	if err != nil {
 		reason := fmt.Sprintf("reload of %s failed at %s: %v", live, times.step, err)
 		j.pr.Step("%s; the old workers keep serving", reason)
-		j.record(releases.Event{Event: "failure", Of: "reload", Release: live, By: by, Detail: reason})
+		phases := map[string]float64{}
+		times.addPhases(phases)
+		j.record(releases.Event{Event: "failure", Of: "reload", Release: live, By: by, Detail: reason, Phases: phases})
 		return fmt.Errorf("%s: %w", times.step, err)
 	}
 	took := time.Since(start)

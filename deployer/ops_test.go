@@ -101,6 +101,8 @@ func TestRollbackThatFailsTheGateKeepsTheLiveRelease(t *testing.T) {
 	}
 	if e := ta.store.LastEvent("failure"); e == nil || !strings.HasPrefix(e.Detail, "rollback to v1 refused at preflight") {
 		t.Fatalf("ledger: %+v", e)
+	} else if _, ok := e.Phases["preflight"]; !ok || len(e.Phases) != 1 || e.Of != "rollback" {
+		t.Fatalf("the failure has not the steps that ran (preflight only): %+v", e)
 	}
 	contains(t, "output", out.String(), "v2 is still live")
 }

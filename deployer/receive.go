@@ -113,13 +113,13 @@ func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) error {
 	}
 	dir := j.store.Dir(rel.ID)
 	if err := releases.Unpack(j.ctx, tree, dir, j.maxRelease); err != nil {
-		return j.failed(rel, "unpack", err)
+		return j.failed(rel, "unpack", err, nil)
 	}
 	if err := j.linkShared(dir); err != nil {
-		return j.failed(rel, "shared", err)
+		return j.failed(rel, "shared", err, nil)
 	}
 	if err := j.giveTree(rel); err != nil {
-		return j.failed(rel, "shared", err)
+		return j.failed(rel, "shared", err, nil)
 	}
 	if err := os.WriteFile(j.store.BuildLog(rel.ID), fmt.Appendf(nil, "built on %s in %.1fs, shipped here: tree sha256 %s, %d bytes\n",
 		m.From, m.BuildSeconds, m.Tree.SHA256, m.Tree.Size), 0o600); err != nil {
@@ -148,7 +148,9 @@ func (j *job) goLiveShipped(id string, req fleet.GoLive) error {
 		since: start,
 	})
 	if err != nil {
-		return j.failed(rel, lt.step, err)
+		phases := map[string]float64{}
+		lt.addPhases(phases)
+		return j.failed(rel, lt.step, err, phases)
 	}
 	if err := j.bare.DeleteRef(context.WithoutCancel(j.ctx), shippedRef(id)); err != nil {
 		j.log.Warn("shipped release: ref not removed", "ref", shippedRef(id), "err", err)

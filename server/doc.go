@@ -1,7 +1,8 @@
 // Package server is the deployer daemon as a server: it owns every
-// descriptor the daemon holds — the git HTTP and SSH listeners, the control
-// socket, the notify socket and each app's listening sockets — and the
-// servers on them, with the net/http.Server shape: New, Serve, Shutdown.
+// descriptor the daemon holds — the git HTTP and SSH listeners, the admin
+// listener (package admin), the control socket, the notify socket and each
+// app's listening sockets — and the servers on them, with the
+// net/http.Server shape: New, Serve, Shutdown.
 //
 // Descriptors outlive the daemon. Each one is also held by the keeper
 // (package fdstore), so after a crash, an OOM kill or an upgrade the next

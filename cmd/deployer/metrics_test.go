@@ -124,10 +124,11 @@ func TestMetricsCountADeployAFailedDeployAndARollbackWithTheirPhases(t *testing.
 		`deployer_reloads_total{app="hello",result="ok"}`:       0,
 		`deployer_reloads_total{app="hello",result="failed"}`:   0,
 
-		// Two deploys built; both, and the rollback, went through
-		// preflight and green. The failed deploy never reached them.
-		`deployer_phase_duration_seconds_count{app="hello",phase="build"}`:                2,
-		`deployer_phase_duration_seconds_bucket{app="hello",phase="build",le="+Inf"}`:     2,
+		// Three deploys built, the failed one until it failed; the two
+		// that built, and the rollback, went through preflight and green.
+		`deployer_phase_duration_seconds_count{app="hello",phase="build"}`:                3,
+		`deployer_phase_duration_seconds_bucket{app="hello",phase="build",le="+Inf"}`:     3,
+		`deployer_phase_duration_seconds_count{app="hello",phase="checkout"}`:             3,
 		`deployer_phase_duration_seconds_count{app="hello",phase="preflight"}`:            3,
 		`deployer_phase_duration_seconds_bucket{app="hello",phase="preflight",le="+Inf"}`: 3,
 		`deployer_phase_duration_seconds_count{app="hello",phase="green"}`:                3,

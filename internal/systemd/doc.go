@@ -27,10 +27,10 @@
 //     here changes a descriptor's blocking mode, except that a socket turned
 //     into a Go listener or connection is made non-blocking, as Go needs;
 //     none is ever made blocking.
-//   - [Match] gives each socket the daemon wants the inherited one named for
-//     it ([NameGitHTTP], [NameGitSSH], [NameControl], [AppName]), else the
-//     one bound to its configured address, each inherited socket to at most
-//     one want. What nobody claims comes back so the daemon can log and close
+//   - [Match] gives each socket the daemon wants the inherited one named
+//     for it ([NameGitHTTP], [NameGitSSH], [NameControl], [NameAdmin],
+//     [AppName]), else the one bound to its configured address, each
+//     inherited socket to at most one want. What nobody claims comes back so the daemon can log and close
 //     it. A socket unit names all its sockets alike (FileDescriptorName=), so
 //     it takes one unit per name, or one unit whose sockets are matched by
 //     address.

@@ -27,7 +27,7 @@ func AppName(app string, i int) string {
 // Want is one socket the daemon needs.
 type Want struct {
 	// Name is what the socket is called in LISTEN_FDNAMES: NameGitHTTP,
-	// NameGitSSH, NameControl or AppName(app, i). Names are unique.
+	// NameGitSSH, NameControl, NameAdmin or AppName(app, i). Names are unique.
 	Name string
 
 	// Addr is the configured address: "host:port" for TCP (as in
