@@ -17,9 +17,9 @@
 //     re-read on every request), except /metrics and /healthz when
 //     http_admin.metrics_public is set; a failed credential is logged and
 //     answered after AuthDelay;
-//   - the per-app counters exist, at 0 for both results, from the moment
-//     an app is configured (AddApps), so rate() and absent() work before
-//     the first deploy;
+//   - an app's counters (both results) and histograms (every phase and
+//     operation) exist, at 0, from the moment it is configured (AddApps),
+//     so increase() counts its first operation too;
 //   - a scrape never waits for an operation: Status and Releases read the
 //     apps' published snapshots and the disk, and the disk use of release
 //     trees is computed at most once a minute per app.

@@ -23,6 +23,9 @@ var operations = map[string]string{
 	"reload":   "deployer_reloads_total",
 }
 
+// phases are the steps of an operation in the ledger's events (Event.Phases).
+var phases = []string{"receive", "checkout", "build", "ship", "preflight", "green"}
+
 // durationBuckets span a checkout of a few milliseconds to a build of half
 // an hour.
 var durationBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
@@ -82,14 +85,19 @@ func NewMetrics(src Source) *Metrics {
 	return m
 }
 
-// AddApps makes the operation counters of apps exist, at 0 for both
-// results, so a series is there before the app's first operation. Counters
-// of an app already known are left as they are.
+// AddApps makes the operation counters and histograms of apps exist, at
+// 0, so their series are there before the app's first operation: then
+// increase() and rate() count that first one too. Those of an app already
+// known are left as they are.
 func (m *Metrics) AddApps(apps ...string) {
 	for _, app := range apps {
-		for _, c := range m.ops {
+		for op, c := range m.ops {
 			c.WithLabelValues(app, ResultOK)
 			c.WithLabelValues(app, ResultFailed)
+			m.duration.WithLabelValues(app, op)
+		}
+		for _, phase := range phases {
+			m.phases.WithLabelValues(app, phase)
 		}
 	}
 }

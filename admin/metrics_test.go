@@ -17,6 +17,15 @@ func TestCountersOfAConfiguredAppExistAtZeroBeforeItsFirstOperation(t *testing.T
 				want(t, got, map[string]float64{name + `{app="` + app + `",result="` + result + `"}`: 0})
 			}
 		}
+		for _, phase := range []string{"receive", "checkout", "build", "ship", "preflight", "green"} {
+			want(t, got, map[string]float64{
+				`deployer_phase_duration_seconds_count{app="` + app + `",phase="` + phase + `"}`:            0,
+				`deployer_phase_duration_seconds_bucket{app="` + app + `",phase="` + phase + `",le="+Inf"}`: 0,
+			})
+		}
+		for _, op := range []string{"deploy", "rollback", "reload"} {
+			want(t, got, map[string]float64{`deployer_operation_duration_seconds_count{app="` + app + `",operation="` + op + `"}`: 0})
+		}
 	}
 	// Adding an app again (a config reload) keeps what was counted.
 	m.Observe("hello", releases.Event{Event: "deploy", Release: "v1"})
