@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -212,5 +213,43 @@ func TestMetricsListenerIsHandedOverOnAnUpgradeNotBoundAgain(t *testing.T) {
 	}
 	if got := scrapeMetrics(t, addr); got[`deployer_workers{app="hello",state="running"}`] != 0 {
 		t.Fatalf("workers of an app never deployed: %v", got[`deployer_workers{app="hello",state="running"}`])
+	}
+}
+
+// TestMetricsPublicAppliesOnSIGHUPAndTheListenerStays: a
+// config reload opens /metrics to everyone at once, keeps the rest behind
+// a token, and leaves the listener as it is when its address changes.
+func TestMetricsPublicAppliesOnSIGHUPAndTheListenerStays(t *testing.T) {
+	d, addr := newAdminDaemon(t)
+	if code, _ := adminGet(t, addr, "/metrics", ""); code != http.StatusUnauthorized {
+		t.Fatalf("/metrics without a token: HTTP %d", code)
+	}
+	inode := listenInode(t, addr)
+	cfg, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := freeAddr(t)
+	next := strings.Replace(string(cfg), "  listen: "+addr+"\n  tokens_file: tokens\n",
+		"  listen: "+moved+"\n  tokens_file: tokens\n  metrics_public: true\n", 1)
+	if next == string(cfg) {
+		t.Fatal("could not change http_admin in the config")
+	}
+	if err := os.WriteFile(d.config, []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	testutil.WaitFor(t, 30*time.Second, "the config reload", func() bool { return strings.Contains(d.log.String(), "config reloaded") })
+	if code, body := adminGet(t, addr, "/metrics", ""); code != http.StatusOK || !strings.Contains(body, "deployer_build_info{") {
+		t.Fatalf("/metrics without a token after metrics_public: true: HTTP %d", code)
+	}
+	if code, _ := adminGet(t, addr, "/", ""); code != http.StatusUnauthorized {
+		t.Fatalf("/ without a token after metrics_public: true: HTTP %d", code)
+	}
+	if got := listenInode(t, addr); got != inode {
+		t.Fatalf("the admin listener was bound again on SIGHUP: inode %s, was %s", got, inode)
+	}
+	if !strings.Contains(d.log.String(), "http_admin.listen changed") {
+		t.Fatalf("the daemon did not say the new listen address waits for a restart:\n%s", d.log)
 	}
 }
