@@ -300,3 +300,31 @@ func TestCleanLogDropsColoursAndEscapesOtherControls(t *testing.T) {
 		}
 	}
 }
+
+// TestANewerReleaseIsOfferedAsARollForward: after a rollback, the release
+// rolled back from may go live again (`rollback --to`); its button says
+// which way it goes.
+func TestANewerReleaseIsOfferedAsARollForward(t *testing.T) {
+	f := newFake()
+	f.live["hello"] = "v2"
+	f.releases["hello"][1].Status = releases.RolledBack // v3
+	f.releases["hello"][2].Status = releases.Live       // v2
+	f.history["hello"] = append(f.history["hello"], releases.Event{Time: epoch, Event: "rollback", Release: "v2", From: "v3", By: "bob"})
+	_, h := newTestPage(t, f, Options{})
+	body := do(h, httptest.NewRequest("GET", "/", nil), aliceToken).Body.String()
+	for _, want := range []string{
+		`data-rollback="v3">Roll forward to v3…</a>`,
+		`data-rollback="v1">Roll back to v1…</a>`,
+		`live since <time class="abs" datetime="2026-11-28T10:00:00Z">2026-11-28 10:00:00 UTC</time> (0s ago), rollback by bob`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+	if strings.Contains(body, `data-rollback="v2"`) {
+		t.Error("the live release is offered")
+	}
+	if rec := do(h, httptest.NewRequest("GET", "/apps/hello/rollback?to=v3", nil), aliceToken); !strings.Contains(rec.Body.String(), "<dt>forward to</dt>") {
+		t.Errorf("the confirmation does not say it goes forward:\n%s", rec.Body)
+	}
+}

@@ -54,6 +54,7 @@ type entryView struct {
 	Bar        *barView
 	BuildLog   string // the release whose build log to link, "" if none
 	RollbackTo string // the release a Roll back button puts live, "" if none
+	Forward    bool   // RollbackTo is newer than the live release
 }
 
 // barView draws an operation's phases as a stacked bar. X and W are in
@@ -168,6 +169,9 @@ func (p *Page) timeline(events []releases.Event, byID map[string]*releases.Relea
 			if (e.Event == "deploy" || e.Event == "rollback") && !offered[r.ID] && rollbackable(r, live) {
 				v.RollbackTo = r.ID
 				offered[r.ID] = true
+				if n, ok := releases.ParseID(live); ok && r.Number > n {
+					v.Forward = true
+				}
 			}
 		}
 		if v.Bar = bar(e); v.Bar != nil {
