@@ -55,7 +55,7 @@ func (p *Page) serveBuildLog(w http.ResponseWriter, r *http.Request) {
 	}
 	list, _, err := p.src.Releases(app)
 	if err != nil {
-		p.fail(w, errStatus(err), "No such app", escape.Controls(err.Error()))
+		p.failRead(w, app, err)
 		return
 	}
 	var rel *releases.Release

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/deployer"
+	"github.com/deployer/deployer/internal/escape"
 	"github.com/deployer/deployer/releases"
 )
 
@@ -168,20 +169,13 @@ func (p *Page) fail(w http.ResponseWriter, code int, title, msg string) {
 	p.render(w, code, "problem.html", problem{Title: title, Message: msg})
 }
 
-// knownApp says whether app is configured; the page names no other.
-func (p *Page) knownApp(app string) bool {
-	for _, st := range p.src.Status() {
-		if st.App == app {
-			return true
-		}
+// failRead answers a request whose app could not be read from the
+// source: 404 for an app not configured.
+func (p *Page) failRead(w http.ResponseWriter, app string, err error) {
+	if errors.Is(err, deployer.ErrUnknownApp) {
+		p.fail(w, http.StatusNotFound, "No such app", "No app "+escape.Controls(app)+" is configured.")
+		return
 	}
-	return false
-}
-
-// errStatus is the HTTP status of a Source error.
-func errStatus(err error) int {
-	if errors.Is(err, deployer.ErrUnknownApp) || errors.Is(err, fs.ErrNotExist) {
-		return http.StatusNotFound
-	}
-	return http.StatusInternalServerError
+	p.log.Error("status page: read", "app", app, "err", err)
+	p.fail(w, http.StatusInternalServerError, "Could not read "+escape.Controls(app), escape.Controls(err.Error()))
 }

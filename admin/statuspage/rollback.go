@@ -51,7 +51,7 @@ func (p *Page) serveConfirm(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
 	list, live, err := p.src.Releases(app)
 	if err != nil {
-		p.fail(w, errStatus(err), "No such app", escape.Controls(err.Error()))
+		p.failRead(w, app, err)
 		return
 	}
 	to := r.URL.Query().Get("to")
@@ -117,7 +117,7 @@ func (p *Page) serveRollback(w http.ResponseWriter, r *http.Request) {
 	app, to, from := r.PathValue("app"), r.PostFormValue("to"), r.PostFormValue("from")
 	_, live, err := p.src.Releases(app)
 	if err != nil {
-		p.fail(w, errStatus(err), "No such app", escape.Controls(err.Error()))
+		p.failRead(w, app, err)
 		return
 	}
 	if to == "" || from == "" {
