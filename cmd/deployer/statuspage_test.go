@@ -132,6 +132,18 @@ func TestStatusPageInABrowserFollowsPushesLiveAndRollsBack(t *testing.T) {
 		t.Errorf("the rollback is not recorded as the status page's, by alice: %q", by)
 	}
 
+	// The failed release's build log, read by the daemon as `deployer
+	// logs --build` reads it, shows why.
+	clickAndLoad(t, tab, `#timeline-hello li.failed a[href="/apps/hello/releases/v4/build"]`)
+	within(t, tab, 10*time.Second, "the build log", chromedp.WaitVisible(chromedp.CSS(`pre.log`)))
+	if log := textOf(t, tab, `pre.log`); !strings.Contains(log, "broken.go") {
+		t.Errorf("the build log of v4 does not say what failed:\n%s", log)
+	}
+	within(t, tab, 20*time.Second, "back to the status page",
+		chromedp.Navigate("http://"+addr+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="live"]`)),
+	)
+
 	var st []deployer.Status
 	if err := json.Unmarshal([]byte(d.mustCLI("status", "--json")), &st); err != nil || len(st) != 1 || st[0].Live != "v2" {
 		t.Fatalf("deployer status: %+v %v", st, err)
