@@ -1,6 +1,7 @@
 // Package admin is the daemon's admin listener (http_admin, SPEC §11):
 // Prometheus metrics at /metrics, the daemon's own health at /healthz, and
-// the place where the status page is mounted at / (Handler.Page).
+// the place where the status page (package admin/statuspage) is mounted at
+// / (Handler.Page).
 //
 // Metrics come from two places. Counters and histograms of operations are
 // fed by the ledger: the deployer calls Metrics.Observe for every event it

@@ -308,6 +308,17 @@ func (d *Daemon) Releases(app string) ([]*releases.Release, string, error) {
 	return list, live, nil
 }
 
+// History is app's ledger (history.jsonl), oldest first: every deploy,
+// failure, rollback, reload, cleanup, recovery and stop. It reads the file
+// and never waits for a running operation.
+func (d *Daemon) History(app string) ([]releases.Event, error) {
+	a, err := d.App(app)
+	if err != nil {
+		return nil, err
+	}
+	return a.store.History()
+}
+
 // ReleasesDir is the directory of app's release trees and their metadata
 // (apps/APP/releases), for its disk use.
 func (d *Daemon) ReleasesDir(app string) (string, error) {

@@ -210,6 +210,31 @@ func TestStatusShowsTheLastDeployFromTheLedger(t *testing.T) {
 	}
 }
 
+// TestHistoryIsTheWholeLedgerOldestFirst: the status page's timeline
+// reads every kind of event, in the order written, and an unknown app is
+// ErrUnknownApp.
+func TestHistoryIsTheWholeLedgerOldestFirst(t *testing.T) {
+	d, add := newTestDaemon(t)
+	ta := add(appConfig("hello"))
+	ta.record(releases.Event{Event: "deploy", Release: "v1", By: "alice", Phases: map[string]float64{"build": 1.5}})
+	ta.record(releases.Event{Event: "failure", Of: "deploy", Release: "v2", By: "bob", Detail: "build failed"})
+	ta.record(releases.Event{Event: "cleanup", By: "schedule"})
+	got, err := d.History("hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, e := range got {
+		kinds = append(kinds, e.Event)
+	}
+	if strings.Join(kinds, ",") != "deploy,failure,cleanup" || got[0].Phases["build"] != 1.5 || got[1].Of != "deploy" {
+		t.Fatalf("history: %+v", got)
+	}
+	if _, err := d.History("nope"); !errors.Is(err, ErrUnknownApp) {
+		t.Fatalf("history of an unknown app: %v", err)
+	}
+}
+
 // TestQuiesceWaitsForOperationsAndDetachLetsEveryAppGo: Quiesce turns new
 // operations away and waits for the running one (or gives up with ctx);
 // Unquiesce takes them again; Detach lets go of every app's workers without

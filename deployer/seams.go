@@ -30,6 +30,7 @@ type store interface {
 	BuildLog(id string) string
 	Record(e releases.Event) error
 	LastEvent(kinds ...string) *releases.Event
+	History() ([]releases.Event, error)
 }
 
 // repository is an app's git repository.

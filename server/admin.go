@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -18,22 +19,26 @@ func (s *Server) serveAdmin() {
 	if s.adminLn == nil {
 		return
 	}
-	h := &admin.Handler{Metrics: s.metrics, Serving: s.serving, Log: s.log, AuthDelay: 300 * time.Millisecond}
+	h := &admin.Handler{Metrics: s.metrics, Serving: s.serving, Page: s.page, Log: s.log, AuthDelay: 300 * time.Millisecond}
 	h.Configure(s.cfg.HTTPAdmin)
 	s.adminHandler, s.admin = h, h.Server()
+	// The page's live streams never end on their own: end them when the
+	// server shuts down (a stop, or a handover to a new daemon, which the
+	// browsers then reconnect to).
+	s.admin.RegisterOnShutdown(s.page.EndStreams)
 	go func(srv *http.Server) {
 		if err := srv.Serve(s.adminLn); !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("admin http", "err", err)
 		}
 	}(s.admin)
 	if s.cfg.HTTPAdmin.TokensFile == "" {
-		s.log.Warn("http_admin.tokens_file is not set: only /metrics and /healthz answer on the admin listener")
+		s.log.Warn("http_admin.tokens_file is not set: only /metrics and /healthz answer on the admin listener, not the status page")
 	}
 }
 
 // stopAdmin stops the admin server, if any: the requests in flight get a
-// few seconds, then their connections are closed (a scrape is short; a
-// status page's live updates never end on their own).
+// few seconds, then their connections are closed (a scrape is short; the
+// status page's live streams are ended by Shutdown, RegisterOnShutdown).
 func stopAdmin(srv *http.Server) {
 	if srv == nil {
 		return
@@ -76,8 +81,16 @@ func (s *Server) serving() bool {
 	}
 }
 
-// currentDaemon is the admin metrics' view of the daemon: whichever
-// deployer.Daemon serves now (a failed upgrade replaces it).
+// onEvent is told of every ledger event (deployer.Options.OnEvent) and
+// tells the metrics and the status page. Neither blocks.
+func (s *Server) onEvent(app string, e releases.Event) {
+	s.metrics.Observe(app, e)
+	s.page.Notify(app, e)
+}
+
+// currentDaemon is the admin listener's view of the daemon, for the
+// metrics and the status page: whichever deployer.Daemon serves now (a
+// failed upgrade replaces it).
 type currentDaemon struct{ s *Server }
 
 func (c currentDaemon) Status() []deployer.Status {
@@ -102,4 +115,28 @@ func (c currentDaemon) ReleasesDir(app string) (string, error) {
 		return "", deployer.ErrUnknownApp
 	}
 	return d.ReleasesDir(app)
+}
+
+func (c currentDaemon) History(app string) ([]releases.Event, error) {
+	d, _ := c.s.daemon()
+	if d == nil {
+		return nil, deployer.ErrUnknownApp
+	}
+	return d.History(app)
+}
+
+func (c currentDaemon) Logs(ctx context.Context, app, build string, lines int, follow bool, out io.Writer) error {
+	d, _ := c.s.daemon()
+	if d == nil {
+		return deployer.ErrUnknownApp
+	}
+	return d.Logs(ctx, app, build, lines, follow, out)
+}
+
+func (c currentDaemon) Rollback(ctx context.Context, app, to, by string, out io.Writer) error {
+	d, _ := c.s.daemon()
+	if d == nil {
+		return deployer.ErrUnknownApp
+	}
+	return d.Rollback(ctx, app, to, by, out)
 }

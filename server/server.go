@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/admin"
+	"github.com/deployer/deployer/admin/statuspage"
 	"github.com/deployer/deployer/config"
 	"github.com/deployer/deployer/control"
 	"github.com/deployer/deployer/deployer"
@@ -61,7 +62,8 @@ type Server struct {
 	// metrics outlive a failed upgrade's new deployer.Daemon: they are
 	// made once, before the first, and fed by every one (Options.OnEvent).
 	metrics  *admin.Metrics
-	stopping atomic.Bool // Shutdown began: /healthz says 503
+	page     *statuspage.Page // the status page, told of ledger events as the metrics are
+	stopping atomic.Bool      // Shutdown began: /healthz says 503
 
 	notify  *supervisor.Notifier
 	cgroups *cgroup.Tree // nil: process groups only
@@ -90,6 +92,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, exe: exe, started: time.Now(), done: make(chan struct{}), readyPipe: takeReadyPipe()}
 	s.metrics = admin.NewMetrics(currentDaemon{s})
 	s.metrics.AddApps(cfg.AppNames()...)
+	s.page = statuspage.New(currentDaemon{s}, statuspage.Options{Log: log})
 	// Nothing the daemon starts inherits what its own parent left open.
 	supervisor.CloseOnExecInherited()
 	if err := s.installHooks(); err != nil {
@@ -213,7 +216,7 @@ func (s *Server) open() (err error) {
 	s.enableLimits(s.cfg, t)
 	d, err := deployer.New(s.cfg, s.log, deployer.Options{
 		Socket: t.appSocket, Notify: notify, Keeper: keeperOf(t), Output: t.output, Cgroups: s.cgroups,
-		Peers: fleetPeers{s}, OnEvent: s.metrics.Observe,
+		Peers: fleetPeers{s}, OnEvent: s.onEvent,
 	})
 	if err != nil {
 		return err
