@@ -47,10 +47,14 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // Stream runs op, sending what it writes as {"out"} messages as they come,
 // then {"ok": true} or its error with the error's code. When Stream returns
-// the whole answer has been sent.
+// the whole answer has been sent. The answer's header goes out at once,
+// before op writes anything: a client can tell a daemon that answers, and
+// works, from one that took the connection and never will.
 func Stream(w http.ResponseWriter, op func(out io.Writer) error) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	rc := http.NewResponseController(w)
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
 	sw := &messageWriter{enc: json.NewEncoder(w), flush: func() { _ = rc.Flush() }, deadline: func() {
 		// A client that stops reading must not hold the operation's output forever.
 		_ = rc.SetWriteDeadline(time.Now().Add(clientWriteTimeout))

@@ -27,6 +27,9 @@ var (
 	// ErrNotShipped means a peer was asked to put live a release that no
 	// rollout shipped to it, or one that already went live or failed.
 	ErrNotShipped = errors.New("not a shipped release waiting to go live")
+	// ErrPeerLost means a peer stopped answering while it ran a step of a
+	// rollout: whether the step happened there is unknown.
+	ErrPeerLost = errors.New("lost contact with the host during the step: it may or may not have happened there")
 	// ErrNothingToCancel means no deploy, rollback or reload is running.
 	ErrNothingToCancel = errors.New("nothing to cancel")
 )

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,6 +78,9 @@ func (j *job) rollbackTarget(live, to string) (*releases.Release, error) {
 	} else {
 		if !strings.HasPrefix(to, "v") {
 			to = "v" + to
+		}
+		if n, ok := releases.ParseID(to); !ok || to != "v"+strconv.Itoa(n) {
+			return nil, fmt.Errorf("rollback: %q is not a release id", to)
 		}
 		var err error
 		if target, err = j.store.Get(to); err != nil {

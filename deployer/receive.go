@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/deployer/deployer/fleet"
@@ -21,6 +22,9 @@ import (
 // and the built tree as a tar in tree. The release waits, not live, for
 // GoLiveShipped.
 func (d *Daemon) Receive(ctx context.Context, app string, m fleet.Manifest, tree, bundle *os.File, out io.Writer) error {
+	if err := checkID(m.ID); err != nil {
+		return err
+	}
 	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error {
 		wait, cancel := peerWait(wait)
 		defer cancel()
@@ -34,6 +38,9 @@ func (d *Daemon) Receive(ctx context.Context, app string, m fleet.Manifest, tree
 // GoLiveShipped puts release id of app live: a release shipped here that
 // waits for its turn in the rollout.
 func (d *Daemon) GoLiveShipped(ctx context.Context, app, id string, req fleet.GoLive, out io.Writer) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
 	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error {
 		wait, cancel := peerWait(wait)
 		defer cancel()
@@ -48,6 +55,9 @@ func (d *Daemon) GoLiveShipped(ctx context.Context, app, id string, req fleet.Go
 // stopped before it went live here. A release that is not waiting to go
 // live (already live, or never received) is left alone.
 func (d *Daemon) Abandon(ctx context.Context, app, id, why string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
 	return d.run(ctx, app, io.Discard, func(a *App, wait context.Context, w io.Writer) error {
 		return a.do(wait, &op{
 			what: "abandon " + id,
@@ -65,6 +75,15 @@ const peerTurnWait = 30 * time.Second
 func peerWait(wait context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeoutCause(wait, peerTurnWait,
 		fmt.Errorf("%w on this host (waited %s for its deploy lock)", ErrLockTimeout, peerTurnWait))
+}
+
+// checkID refuses anything but a release id in its one form, vN: ids
+// from a peer name files and refs.
+func checkID(id string) error {
+	if n, ok := releases.ParseID(id); !ok || id != "v"+strconv.Itoa(n) {
+		return fmt.Errorf("%w: %q is not a release id", ErrFleet, id)
+	}
+	return nil
 }
 
 // shippedRef is the ref that keeps a shipped release's revision while it
@@ -141,6 +160,15 @@ func (j *job) goLiveShipped(id string, req fleet.GoLive) error {
 	}
 	previous, _ := j.store.Current()
 	ref, from := j.branchHead()
+	if req.Head != "" && from != req.Head && from != ZeroRev {
+		// Another deploy moved the branch here since the rollout asked
+		// this host (a push to it): going live would silently undo that
+		// deploy, unless the release builds on it.
+		if ok, err := j.repo.IsAncestor(from, rel.Revision); err != nil || !ok {
+			return fmt.Errorf("%s: %w on this host since the rollout asked it: %s is now at %s, which %s does not contain",
+				id, ErrRefMoved, j.cfg.Branch, short(from), short(rel.Revision))
+		}
+	}
 	j.pr.Step("Going live with %s (%s: %s), built on %s", rel.ID, short(rel.Revision), rel.Message, rel.BuiltOn)
 	lt, err := j.goLive(rel, cutover{
 		ref: ref, from: from, to: rel.Revision, previous: previous, retireAs: releases.Retired,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/deployer/deployer/releases"
 )
@@ -108,6 +109,25 @@ func (j *job) repair() {
 	}
 	if cur != "" {
 		j.repairBranch(cur)
+	}
+	j.repairFleet(list)
+}
+
+// repairFleet drops what a rollout that the crash cut short left: the
+// pack of an outgoing shipment, and the refs that kept the revision of a
+// release shipped from or to this host. At start no rollout runs here,
+// and every shipped release that waited to go live was just failed.
+func (j *job) repairFleet(list []*releases.Release) {
+	if err := os.RemoveAll(filepath.Join(j.dir, "outgoing")); err != nil {
+		j.log.Error("repair: remove an interrupted shipment", "err", err)
+	}
+	if j.bare == nil {
+		return
+	}
+	for _, rel := range list {
+		if err := j.bare.DeleteRef(context.WithoutCancel(j.ctx), shippedRef(rel.ID)); err != nil {
+			j.log.Error("repair: remove a shipment's ref", "ref", shippedRef(rel.ID), "err", err)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -66,6 +67,7 @@ type rollout struct {
 	free     map[string]uint64    // each peer's free space
 	shipped  []string             // the peers that hold the release
 	switched []string             // the peers on which it went live
+	lost     []string             // the peers that stopped answering while they went live
 }
 
 // newRollout is the rollout of a deploy of a, or nil when this host has no
@@ -260,13 +262,18 @@ func (j *job) rollOut(ro *rollout, rel *releases.Release, previous, by string) e
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				req := fleet.GoLive{By: by, Detail: fmt.Sprintf("%s %s (built on %s)", short(rel.Revision), rel.Message, ro.plan.Self)}
+				req := fleet.GoLive{By: by, Detail: fmt.Sprintf("%s %s (built on %s)", short(rel.Revision), rel.Message, ro.plan.Self),
+					Head: cmp.Or(ro.before[peer].Head, ZeroRev)}
 				err := ro.peers.GoLive(j.ctx, peer, j.cfg.Name, rel.ID, req, ro.lines.Host(peer))
 				mu.Lock()
 				defer mu.Unlock()
-				if err != nil {
+				switch {
+				case errors.Is(err, ErrPeerLost):
+					ro.lost = append(ro.lost, peer)
+					fallthrough
+				case err != nil:
 					errs = append(errs, fmt.Errorf("%s: %w", peer, err))
-				} else {
+				default:
 					ro.switched = append(ro.switched, peer)
 				}
 			}()
@@ -352,7 +359,10 @@ func (j *job) undoRollout(ro *rollout, rel *releases.Release, previous, by strin
 	}
 	back(ro.plan.Self, previous, err)
 	for _, peer := range ro.plan.Peers {
-		if !slices.Contains(ro.switched, peer) {
+		switch {
+		case slices.Contains(ro.lost, peer):
+			report = append(report, fmt.Sprintf("%s may run %s: it stopped answering while it went live (see deployer status --fleet)", peer, rel.ID))
+		case !slices.Contains(ro.switched, peer):
 			report = append(report, fmt.Sprintf("%s never switched", peer))
 		}
 	}

@@ -67,6 +67,11 @@ type Manifest struct {
 type GoLive struct {
 	By     string `json:"by"`
 	Detail string `json:"detail"`
+	// Head is the revision the peer's deploy branch named when the
+	// rollout asked it (App.Head): the peer refuses to go live if its
+	// branch has moved since to a revision the release does not contain,
+	// as a push that waited for the deploy lock does. "": not checked.
+	Head string `json:"head,omitempty"`
 }
 
 // Abandon tells a peer that the rollout of a release shipped to it

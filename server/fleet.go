@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -212,6 +213,12 @@ func (s *Server) fleetTransport(caFile string) http.RoundTripper {
 		return s.transport
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// A peer killed with kill -9 leaves its listener to its descriptor
+	// keeper: the kernel still accepts connections, and nothing answers.
+	// Every request of the peer API answers its header at once (a
+	// streamed operation before it starts), so a peer silent this long is
+	// down, and a rollout does not wait for it forever.
+	tr.ResponseHeaderTimeout = peerAnswerTimeout
 	if caFile != "" {
 		pool, err := x509.SystemCertPool()
 		if err != nil {
@@ -226,6 +233,9 @@ func (s *Server) fleetTransport(caFile string) http.RoundTripper {
 	s.transport, s.transportCA = tr, caFile
 	return tr
 }
+
+// peerAnswerTimeout bounds the wait for the header of a peer's answer.
+const peerAnswerTimeout = 30 * time.Second
 
 // peerRollback rolls app back on peer p, its output to out.
 func (s *Server) peerRollback(ctx context.Context, p fleet.Peer, app, to, by string, out io.Writer) error {
@@ -290,7 +300,14 @@ func (f fleetPeers) Unpack(ctx context.Context, peer, app string, m fleet.Manife
 }
 
 func (f fleetPeers) GoLive(ctx context.Context, peer, app, id string, req fleet.GoLive, out io.Writer) error {
-	return f.stream(ctx, peer, "/_fleet/v1/apps/"+app+"/releases/"+id+"/golive", req, out)
+	err := f.stream(ctx, peer, "/_fleet/v1/apps/"+app+"/releases/"+id+"/golive", req, out)
+	var reported *control.Error
+	if err != nil && !errors.As(err, &reported) && !errors.Is(err, syscall.ECONNREFUSED) {
+		// Not the peer's answer: it may have gone live before its answer
+		// was cut.
+		return fmt.Errorf("%w: %w", deployer.ErrPeerLost, err)
+	}
+	return err
 }
 
 func (f fleetPeers) Rollback(ctx context.Context, peer, app, to, by string, out io.Writer) error {
@@ -359,6 +376,16 @@ func (s *Server) fleetRollback(ctx context.Context, d *deployer.Daemon, app, to,
 	if len(problems) > 0 {
 		return fmt.Errorf("fleet rollback refused, nothing changed: %s", strings.Join(problems, "; "))
 	}
+	// With to, a host that already runs it is where the rollback takes it
+	// (a split that a crashed rollout left): it is left alone, and only if
+	// every host runs it is there nothing to do.
+	if to != "" && !strings.HasPrefix(to, "v") {
+		to = "v" + to
+	}
+	already := func(host string) bool { return to != "" && before[host] == to }
+	if already(self.Name) && !slices.ContainsFunc(peers, func(p fleet.Peer) bool { return !already(p.Name) }) {
+		return fmt.Errorf("fleet rollback: %s is already live on every host", to)
+	}
 	lines := fleet.NewLines(out)
 	out = lines
 	step(out, "Fleet rollback of %s: %s first, then %d peer(s) in batches of %d", app, self.Name, len(peers), batch)
@@ -372,12 +399,16 @@ func (s *Server) fleetRollback(ctx context.Context, d *deployer.Daemon, app, to,
 				errs = append(errs, fmt.Errorf("%s stays on the new release: %w", p.Name, err))
 			}
 		}
-		if err := d.Rollback(context.WithoutCancel(ctx), app, before[self.Name], by, lines.Host(self.Name)); err != nil {
-			errs = append(errs, fmt.Errorf("%s stays on the new release: %w", self.Name, err))
+		if !already(self.Name) { // else it never switched
+			if err := d.Rollback(context.WithoutCancel(ctx), app, before[self.Name], by, lines.Host(self.Name)); err != nil {
+				errs = append(errs, fmt.Errorf("%s stays on the new release: %w", self.Name, err))
+			}
 		}
 		return errors.Join(append([]error{why}, errs...)...)
 	}
-	if err := d.Rollback(ctx, app, to, by, lines.Host(self.Name)); err != nil {
+	if already(self.Name) {
+		step(lines.Host(self.Name), "%s is live here already", to)
+	} else if err := d.Rollback(ctx, app, to, by, lines.Host(self.Name)); err != nil {
 		return fmt.Errorf("fleet rollback refused at %s, nothing changed: %w", self.Name, err)
 	}
 	for i := 0; i < len(peers); i += batch {
@@ -389,6 +420,10 @@ func (s *Server) fleetRollback(ctx context.Context, d *deployer.Daemon, app, to,
 			}
 		}
 		for _, p := range peers[i:min(i+batch, len(peers))] {
+			if already(p.Name) {
+				step(lines.Host(p.Name), "%s is live there already", to)
+				continue
+			}
 			if err := s.peerRollback(ctx, p, app, to, by, lines.Host(p.Name)); err != nil {
 				return undo(fmt.Errorf("%s: %w", p.Name, err))
 			}
