@@ -695,19 +695,19 @@ func TestHostileFleetTreesFailTheReleaseAndLeaveNothing(t *testing.T) {
 			tar.Header{Typeflag: tar.TypeSymlink, Name: "l", Linkname: "../../../../../outside", Mode: 0o777}, tarFile("l/PWNED", "x")),
 		"symlink then file over it": tarOfEntries(t,
 			tar.Header{Typeflag: tar.TypeSymlink, Name: "l", Linkname: filepath.Join(outside, "PWNED"), Mode: 0o777}, tarFile("l", "x")),
-		"absolute":      tarOfEntries(t, tarFile(filepath.Join(outside, "PWNED"), "x")),
-		"dot-dot":       tarOfEntries(t, tarFile("../../../../../outside/PWNED", "x")),
-		"dot-dot in":    tarOfEntries(t, tarFile("a/../../PWNED", "x")),
-		".git":          tarOfEntries(t, tarFile(".git/hooks/post-update", "x")),
-		"hard link out": tarOfEntries(t, tar.Header{Typeflag: tar.TypeLink, Name: "passwd", Linkname: "/etc/passwd"}),
-		"hard link in":  tarOfEntries(t, tarFile("a", "x"), tar.Header{Typeflag: tar.TypeLink, Name: "b", Linkname: "a"}),
-		"char device":   tarOfEntries(t, tar.Header{Typeflag: tar.TypeChar, Name: "mem", Mode: 0o666, Devmajor: 1, Devminor: 1}),
-		"block device":  tarOfEntries(t, tar.Header{Typeflag: tar.TypeBlock, Name: "sda", Mode: 0o666, Devmajor: 8}),
-		"fifo":          tarOfEntries(t, tar.Header{Typeflag: tar.TypeFifo, Name: "fifo", Mode: 0o666}),
-		"gigantic size": huge,
+		"absolute":              tarOfEntries(t, tarFile(filepath.Join(outside, "PWNED"), "x")),
+		"dot-dot":               tarOfEntries(t, tarFile("../../../../../outside/PWNED", "x")),
+		"dot-dot in":            tarOfEntries(t, tarFile("a/../../PWNED", "x")),
+		".git":                  tarOfEntries(t, tarFile(".git/hooks/post-update", "x")),
+		"hard link out":         tarOfEntries(t, tar.Header{Typeflag: tar.TypeLink, Name: "passwd", Linkname: "/etc/passwd"}),
+		"hard link in":          tarOfEntries(t, tarFile("a", "x"), tar.Header{Typeflag: tar.TypeLink, Name: "b", Linkname: "a"}),
+		"char device":           tarOfEntries(t, tar.Header{Typeflag: tar.TypeChar, Name: "mem", Mode: 0o666, Devmajor: 1, Devminor: 1}),
+		"block device":          tarOfEntries(t, tar.Header{Typeflag: tar.TypeBlock, Name: "sda", Mode: 0o666, Devmajor: 8}),
+		"fifo":                  tarOfEntries(t, tar.Header{Typeflag: tar.TypeFifo, Name: "fifo", Mode: 0o666}),
+		"gigantic size":         huge,
 		"over max_release_size": big,
-		"cut short":     p.tree[:len(p.tree)/2+100],
-		"not a tar":     notATar,
+		"cut short":             p.tree[:len(p.tree)/2+100],
+		"not a tar":             notATar,
 	}
 	n := 1
 	for name, tree := range trees {
@@ -788,7 +788,9 @@ func TestHostileFleetGoLiveAndAbandonOnlyMoveAWaitingRelease(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i, id := range []string{"v4", "v4", "v2"} {
-		wg.Go(func() { errs[i] = p.op("/_fleet/v1/apps/hello/releases/"+id+"/golive", fleet.GoLive{By: fmt.Sprint("racer", i)}) })
+		wg.Go(func() {
+			errs[i] = p.op("/_fleet/v1/apps/hello/releases/"+id+"/golive", fleet.GoLive{By: fmt.Sprint("racer", i)})
+		})
 	}
 	wg.Wait()
 	if (errs[0] == nil) == (errs[1] == nil) || errs[2] == nil {
