@@ -77,10 +77,14 @@ func peerWait(wait context.Context) (context.Context, context.CancelFunc) {
 		fmt.Errorf("%w on this host (waited %s for its deploy lock)", ErrLockTimeout, peerTurnWait))
 }
 
+// maxReleaseNumber bounds the ids a peer may name: far above any real
+// count of releases, far below an overflow of the next one.
+const maxReleaseNumber = 1 << 30
+
 // checkID refuses anything but a release id in its one form, vN: ids
 // from a peer name files and refs.
 func checkID(id string) error {
-	if n, ok := releases.ParseID(id); !ok || id != "v"+strconv.Itoa(n) {
+	if n, ok := releases.ParseID(id); !ok || id != "v"+strconv.Itoa(n) || n >= maxReleaseNumber {
 		return fmt.Errorf("%w: %q is not a release id", ErrFleet, id)
 	}
 	return nil
@@ -90,7 +94,7 @@ func checkID(id string) error {
 // waits to go live.
 func shippedRef(id string) string { return "refs/deployer/fleet/" + id }
 
-func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) error {
+func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) (err error) {
 	start := time.Now()
 	if m.Branch != j.cfg.Branch {
 		return fmt.Errorf("%w: the entry host deploys branch %q, this host %q", ErrFleet, m.Branch, j.cfg.Branch)
@@ -98,15 +102,18 @@ func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) error {
 	if m.Ref != shippedRef(m.ID) {
 		return fmt.Errorf("%w: the shipment's ref %q is not %s", ErrFleet, m.Ref, shippedRef(m.ID))
 	}
-	// A release an earlier rollout shipped here and never put live will
-	// not go live any more: its entry host died or gave up.
-	if list, err := j.store.List(); err == nil {
-		for _, r := range list {
-			if r.Status == releases.Building && r.BuiltOn != "" && r.ID != m.ID {
-				j.abandon(r.ID, "a later rollout arrived before its own finished")
+	if _, err := j.store.Get(m.ID); err == nil {
+		return fmt.Errorf("%s: %w", m.ID, releases.ErrExists)
+	}
+	// The ref is this shipment's (the id is free): a shipment refused on
+	// the way leaves no ref behind.
+	defer func() {
+		if err != nil {
+			if derr := j.bare.DeleteRef(context.WithoutCancel(j.ctx), m.Ref); derr != nil {
+				j.log.Warn("refused shipment: ref not removed", "ref", m.Ref, "err", derr)
 			}
 		}
-	}
+	}()
 	if bundle != nil {
 		if err := j.bare.FetchBundle(j.ctx, bundle.Name(), m.Ref); err != nil {
 			return fmt.Errorf("the git objects: %w", err)
@@ -143,6 +150,16 @@ func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) error {
 	if err := os.WriteFile(j.store.BuildLog(rel.ID), fmt.Appendf(nil, "built on %s in %.1fs, shipped here: tree sha256 %s, %d bytes\n",
 		m.From, m.BuildSeconds, m.Tree.SHA256, m.Tree.Size), 0o600); err != nil {
 		j.log.Warn("shipped release: no build log", "release", rel.ID, "err", err)
+	}
+	// A release an earlier rollout shipped here and never put live will
+	// not go live any more: its entry host died or gave up. Only a
+	// shipment that was made may say so.
+	if list, err := j.store.List(); err == nil {
+		for _, r := range list {
+			if r.Status == releases.Building && r.BuiltOn != "" && r.ID != m.ID {
+				j.abandon(r.ID, "a later rollout arrived before its own finished")
+			}
+		}
 	}
 	j.pr.Step("Received %s (%s, built on %s): checksums verified, unpacked in %s", rel.ID, short(rel.Revision), m.From, secs(time.Since(start)))
 	j.log.Info("received a shipped release", "release", rel.ID, "from", m.From, "revision", short(rel.Revision))
