@@ -2,9 +2,11 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"time"
 
 	"github.com/deployer/deployer/fleet"
@@ -71,23 +73,52 @@ func peerWait(wait context.Context) (context.Context, context.CancelFunc) {
 // waits to go live.
 func shippedRef(id string) string { return "refs/deployer/fleet/" + id }
 
-func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) error {
-	start := time.Now()
-	if m.Branch != j.cfg.Branch {
+// revisionRE is a full object name, as git writes it (SHA-1 or SHA-256).
+var revisionRE = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
+
+// checkManifest refuses a manifest no honest entry host sends, before
+// anything is made of it: its id, revision and ref come from the network.
+func (j *job) checkManifest(m fleet.Manifest) error {
+	switch {
+	case m.Branch != j.cfg.Branch:
 		return fmt.Errorf("%w: the entry host deploys branch %q, this host %q", ErrFleet, m.Branch, j.cfg.Branch)
-	}
-	if m.Ref != shippedRef(m.ID) {
+	case !validID(m.ID):
+		return fmt.Errorf("%w: release id %q: %w", ErrFleet, m.ID, releases.ErrBadID)
+	case m.Ref != shippedRef(m.ID):
 		return fmt.Errorf("%w: the shipment's ref %q is not %s", ErrFleet, m.Ref, shippedRef(m.ID))
+	case !revisionRE.MatchString(m.Revision):
+		return fmt.Errorf("%w: revision %q is not a full commit id", ErrFleet, m.Revision)
 	}
-	// A release an earlier rollout shipped here and never put live will
-	// not go live any more: its entry host died or gave up.
-	if list, err := j.store.List(); err == nil {
-		for _, r := range list {
-			if r.Status == releases.Building && r.BuiltOn != "" && r.ID != m.ID {
-				j.abandon(r.ID, "a later rollout arrived before its own finished")
+	// Taken: by a release of this host's own, or one shipped earlier, whose
+	// ref must not move.
+	if _, err := j.store.Get(m.ID); !errors.Is(err, releases.ErrNotFound) {
+		return fmt.Errorf("%w: %s: %w", ErrFleet, m.ID, releases.ErrExists)
+	}
+	if _, err := os.Lstat(j.store.Dir(m.ID)); err == nil {
+		return fmt.Errorf("%w: %s: %w", ErrFleet, m.ID, releases.ErrExists)
+	}
+	return nil
+}
+
+func validID(id string) bool {
+	_, ok := releases.ParseID(id)
+	return ok
+}
+
+func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) (err error) {
+	start := time.Now()
+	if err := j.checkManifest(m); err != nil {
+		return err
+	}
+	// From here on the shipment's ref is this shipment's: a release that
+	// could not be made keeps none.
+	defer func() {
+		if err != nil {
+			if derr := j.bare.DeleteRef(context.WithoutCancel(j.ctx), m.Ref); derr != nil {
+				j.log.Warn("shipped release: ref not removed", "ref", m.Ref, "err", derr)
 			}
 		}
-	}
+	}()
 	if bundle != nil {
 		if err := j.bare.FetchBundle(j.ctx, bundle.Name(), m.Ref); err != nil {
 			return fmt.Errorf("the git objects: %w", err)
@@ -124,6 +155,16 @@ func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) error {
 	if err := os.WriteFile(j.store.BuildLog(rel.ID), fmt.Appendf(nil, "built on %s in %.1fs, shipped here: tree sha256 %s, %d bytes\n",
 		m.From, m.BuildSeconds, m.Tree.SHA256, m.Tree.Size), 0o600); err != nil {
 		j.log.Warn("shipped release: no build log", "release", rel.ID, "err", err)
+	}
+	// A release an earlier rollout shipped here and never put live will
+	// not go live any more: its entry host died or gave up. Only a release
+	// made counts as a later rollout: a shipment refused changes nothing.
+	if list, err := j.store.List(); err == nil {
+		for _, r := range list {
+			if r.Status == releases.Building && r.BuiltOn != "" && r.ID != m.ID {
+				j.abandon(r.ID, "a later rollout arrived before its own finished")
+			}
+		}
 	}
 	j.pr.Step("Received %s (%s, built on %s): checksums verified, unpacked in %s", rel.ID, short(rel.Revision), m.From, secs(time.Since(start)))
 	j.log.Info("received a shipped release", "release", rel.ID, "from", m.From, "revision", short(rel.Revision))
@@ -165,6 +206,9 @@ func (j *job) goLiveShipped(id string, req fleet.GoLive) error {
 }
 
 func (j *job) abandon(id, why string) error {
+	if !validID(id) {
+		return fmt.Errorf("abandon %q: %w", id, releases.ErrBadID)
+	}
 	defer func() {
 		if err := j.bare.DeleteRef(context.WithoutCancel(j.ctx), shippedRef(id)); err != nil {
 			j.log.Warn("shipped release: ref not removed", "ref", shippedRef(id), "err", err)
