@@ -872,7 +872,17 @@ func TestHostileFleetUploadsAreBoundedAndCannotWedgeThePeer(t *testing.T) {
 	m := p.manifest("v2", p.rev, p.tree, nil)
 	fmt.Fprintf(slow, "PUT %s?offset=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", fleet.IncomingPath("hello", m.Shipment, fleet.PartTree), fleetToken, len(p.tree))
 	slow.Write(p.tree[:1000])
-	time.Sleep(200 * time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for { // the PUT is writing: it holds what came
+		_, body := p.request(http.MethodGet, fleet.IncomingPath("hello", m.Shipment, fleet.PartTree), nil, nil)
+		if strings.Contains(body, `"size":1000`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the trickle never arrived: %s", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	// Unpack while it comes: refused, cleanly.
 	if err := p.op("/_fleet/v1/apps/hello/releases", m); err == nil || !strings.Contains(err.Error(), "still being received") {
 		t.Errorf("unpack of a part still coming: %v", err)
