@@ -2,10 +2,11 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
+	"regexp"
 	"time"
 
 	"github.com/deployer/deployer/fleet"
@@ -22,9 +23,6 @@ import (
 // and the built tree as a tar in tree. The release waits, not live, for
 // GoLiveShipped.
 func (d *Daemon) Receive(ctx context.Context, app string, m fleet.Manifest, tree, bundle *os.File, out io.Writer) error {
-	if err := checkID(m.ID); err != nil {
-		return err
-	}
 	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error {
 		wait, cancel := peerWait(wait)
 		defer cancel()
@@ -38,9 +36,6 @@ func (d *Daemon) Receive(ctx context.Context, app string, m fleet.Manifest, tree
 // GoLiveShipped puts release id of app live: a release shipped here that
 // waits for its turn in the rollout.
 func (d *Daemon) GoLiveShipped(ctx context.Context, app, id string, req fleet.GoLive, out io.Writer) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
 	return d.run(ctx, app, out, func(a *App, wait context.Context, w io.Writer) error {
 		wait, cancel := peerWait(wait)
 		defer cancel()
@@ -55,9 +50,6 @@ func (d *Daemon) GoLiveShipped(ctx context.Context, app, id string, req fleet.Go
 // stopped before it went live here. A release that is not waiting to go
 // live (already live, or never received) is left alone.
 func (d *Daemon) Abandon(ctx context.Context, app, id, why string) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
 	return d.run(ctx, app, io.Discard, func(a *App, wait context.Context, w io.Writer) error {
 		return a.do(wait, &op{
 			what: "abandon " + id,
@@ -77,40 +69,53 @@ func peerWait(wait context.Context) (context.Context, context.CancelFunc) {
 		fmt.Errorf("%w on this host (waited %s for its deploy lock)", ErrLockTimeout, peerTurnWait))
 }
 
-// maxReleaseNumber bounds the ids a peer may name: far above any real
-// count of releases, far below an overflow of the next one.
-const maxReleaseNumber = 1 << 30
-
-// checkID refuses anything but a release id in its one form, vN: ids
-// from a peer name files and refs.
-func checkID(id string) error {
-	if n, ok := releases.ParseID(id); !ok || id != "v"+strconv.Itoa(n) || n >= maxReleaseNumber {
-		return fmt.Errorf("%w: %q is not a release id", ErrFleet, id)
-	}
-	return nil
-}
-
 // shippedRef is the ref that keeps a shipped release's revision while it
 // waits to go live.
 func shippedRef(id string) string { return "refs/deployer/fleet/" + id }
 
+// revisionRE is a full object name, as git writes it (SHA-1 or SHA-256).
+var revisionRE = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
+
+// checkManifest refuses a manifest no honest entry host sends, before
+// anything is made of it: its id, revision and ref come from the network.
+func (j *job) checkManifest(m fleet.Manifest) error {
+	switch {
+	case m.Branch != j.cfg.Branch:
+		return fmt.Errorf("%w: the entry host deploys branch %q, this host %q", ErrFleet, m.Branch, j.cfg.Branch)
+	case !validID(m.ID):
+		return fmt.Errorf("%w: release id %q: %w", ErrFleet, m.ID, releases.ErrBadID)
+	case m.Ref != shippedRef(m.ID):
+		return fmt.Errorf("%w: the shipment's ref %q is not %s", ErrFleet, m.Ref, shippedRef(m.ID))
+	case !revisionRE.MatchString(m.Revision):
+		return fmt.Errorf("%w: revision %q is not a full commit id", ErrFleet, m.Revision)
+	}
+	// Taken: by a release of this host's own, or one shipped earlier, whose
+	// ref must not move.
+	if _, err := j.store.Get(m.ID); !errors.Is(err, releases.ErrNotFound) {
+		return fmt.Errorf("%w: %s: %w", ErrFleet, m.ID, releases.ErrExists)
+	}
+	if _, err := os.Lstat(j.store.Dir(m.ID)); err == nil {
+		return fmt.Errorf("%w: %s: %w", ErrFleet, m.ID, releases.ErrExists)
+	}
+	return nil
+}
+
+func validID(id string) bool {
+	_, ok := releases.ParseID(id)
+	return ok
+}
+
 func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) (err error) {
 	start := time.Now()
-	if m.Branch != j.cfg.Branch {
-		return fmt.Errorf("%w: the entry host deploys branch %q, this host %q", ErrFleet, m.Branch, j.cfg.Branch)
+	if err := j.checkManifest(m); err != nil {
+		return err
 	}
-	if m.Ref != shippedRef(m.ID) {
-		return fmt.Errorf("%w: the shipment's ref %q is not %s", ErrFleet, m.Ref, shippedRef(m.ID))
-	}
-	if _, err := j.store.Get(m.ID); err == nil {
-		return fmt.Errorf("%s: %w", m.ID, releases.ErrExists)
-	}
-	// The ref is this shipment's (the id is free): a shipment refused on
-	// the way leaves no ref behind.
+	// From here on the shipment's ref is this shipment's: a release that
+	// could not be made keeps none.
 	defer func() {
 		if err != nil {
 			if derr := j.bare.DeleteRef(context.WithoutCancel(j.ctx), m.Ref); derr != nil {
-				j.log.Warn("refused shipment: ref not removed", "ref", m.Ref, "err", derr)
+				j.log.Warn("shipped release: ref not removed", "ref", m.Ref, "err", derr)
 			}
 		}
 	}()
@@ -152,8 +157,8 @@ func (j *job) receive(m fleet.Manifest, tree, bundle *os.File) (err error) {
 		j.log.Warn("shipped release: no build log", "release", rel.ID, "err", err)
 	}
 	// A release an earlier rollout shipped here and never put live will
-	// not go live any more: its entry host died or gave up. Only a
-	// shipment that was made may say so.
+	// not go live any more: its entry host died or gave up. Only a release
+	// made counts as a later rollout: a shipment refused changes nothing.
 	if list, err := j.store.List(); err == nil {
 		for _, r := range list {
 			if r.Status == releases.Building && r.BuiltOn != "" && r.ID != m.ID {
@@ -177,15 +182,6 @@ func (j *job) goLiveShipped(id string, req fleet.GoLive) error {
 	}
 	previous, _ := j.store.Current()
 	ref, from := j.branchHead()
-	if req.Head != "" && from != req.Head && from != ZeroRev {
-		// Another deploy moved the branch here since the rollout asked
-		// this host (a push to it): going live would silently undo that
-		// deploy, unless the release builds on it.
-		if ok, err := j.repo.IsAncestor(from, rel.Revision); err != nil || !ok {
-			return fmt.Errorf("%s: %w on this host since the rollout asked it: %s is now at %s, which %s does not contain",
-				id, ErrRefMoved, j.cfg.Branch, short(from), short(rel.Revision))
-		}
-	}
 	j.pr.Step("Going live with %s (%s: %s), built on %s", rel.ID, short(rel.Revision), rel.Message, rel.BuiltOn)
 	lt, err := j.goLive(rel, cutover{
 		ref: ref, from: from, to: rel.Revision, previous: previous, retireAs: releases.Retired,
@@ -212,6 +208,9 @@ func (j *job) goLiveShipped(id string, req fleet.GoLive) error {
 }
 
 func (j *job) abandon(id, why string) error {
+	if !validID(id) {
+		return fmt.Errorf("abandon %q: %w", id, releases.ErrBadID)
+	}
 	defer func() {
 		if err := j.bare.DeleteRef(context.WithoutCancel(j.ctx), shippedRef(id)); err != nil {
 			j.log.Warn("shipped release: ref not removed", "ref", shippedRef(id), "err", err)

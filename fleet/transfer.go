@@ -516,6 +516,29 @@ func (s *Staging) lock(ctx context.Context, file string) (unlock func(), err err
 	}
 }
 
+// tryLock takes file's lock if no writer holds or awaits it.
+func (s *Staging) tryLock(file string) (unlock func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.locks == nil {
+		s.locks = map[string]*fileLock{}
+	}
+	if s.locks[file] != nil {
+		return nil, false
+	}
+	l := &fileLock{ch: make(chan struct{}, 1), users: 1}
+	l.ch <- struct{}{}
+	s.locks[file] = l
+	return func() {
+		<-l.ch
+		s.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(s.locks, file)
+		}
+		s.mu.Unlock()
+	}, true
+}
+
 // stallReader is a request body that may wait at most stagingStall for
 // each read, so that a part of any size comes in as long as it keeps
 // coming.
@@ -529,9 +552,20 @@ func (s *stallReader) Read(b []byte) (int, error) {
 	return s.r.Read(b)
 }
 
+// ErrReceiving means a part is being written by a PUT: it cannot be taken
+// until that ends.
+var ErrReceiving = errors.New("still being received")
+
+// takenSuffix names a part once Open took it: no PUT can reach it, so the
+// bytes verified are the bytes read.
+const takenSuffix = ".taken"
+
 // Open checks the part held for app's shipment id against p (size, then
 // sha256 over the whole file) and returns it opened for reading at offset
-// 0; ErrChecksum (wrapped with detail) if they differ.
+// 0; ErrChecksum (wrapped with detail) if they differ, ErrReceiving if a
+// PUT is writing it. The part it returns is taken: moved where no PUT
+// writes (the file's name changes), so that what was verified is what the
+// caller reads, by the file or by its name, until Remove.
 func (s *Staging) Open(app, id string, p Part) (*os.File, error) {
 	if err := checkNames(app, id, p.Name); err != nil {
 		return nil, err
@@ -540,7 +574,13 @@ func (s *Staging) Open(app, id string, p Part) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(filepath.Join(dir, id, p.Name))
+	file := filepath.Join(dir, id, p.Name)
+	unlock, ok := s.tryLock(file)
+	if !ok {
+		return nil, fmt.Errorf("shipment %s of %s: %s: %w", id, app, p.Name, ErrReceiving)
+	}
+	defer unlock()
+	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("shipment %s of %s: %w", id, app, err)
 	}
@@ -548,7 +588,18 @@ func (s *Staging) Open(app, id string, p Part) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("shipment %s of %s: %w", id, app, err)
 	}
-	return f, nil
+	taken := file + takenSuffix
+	if err := os.Rename(file, taken); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("shipment %s of %s: %w", id, app, err)
+	}
+	// The name the caller may pass on (git reads a bundle by its name).
+	g, err := os.Open(taken)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("shipment %s of %s: %w", id, app, err)
+	}
+	return g, nil
 }
 
 // verify checks f against p, and leaves it at offset 0.

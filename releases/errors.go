@@ -1,6 +1,9 @@
 package releases
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrUnsafePath means the tree holds a path that would write outside the release.
@@ -13,4 +16,7 @@ var (
 	ErrNotFound = errors.New("release not found")
 	// ErrNoCurrent means the app has no live release yet.
 	ErrNoCurrent = errors.New("no live release")
+	// ErrBadID means a name is no release id ("vN", N from 1 to
+	// MaxNumber, no leading zero): it names no release, and never a path.
+	ErrBadID = fmt.Errorf("bad release id (want v1 to v%d): %w", MaxNumber, ErrNotFound)
 )

@@ -96,10 +96,35 @@ func (s *Store) BuildLog(id string) string {
 
 func (s *Store) metaPath(id string) string { return filepath.Join(s.dir, "releases", id+".json") }
 
-// ParseID returns N of "vN".
+// MaxNumber is the highest release number. Ids come from the network (a
+// fleet's peer names the release it ships), and a number near the top of
+// int would make the next one overflow.
+const MaxNumber = 999_999_999
+
+// ParseID returns N of "vN": exactly as Create names it, "v" and a number
+// from 1 to MaxNumber without sign or leading zero, so that an id always
+// names one file, never a path ("v1/x", "v1/../..") nor another name of a
+// release ("v01", "v+1").
 func ParseID(id string) (int, bool) {
-	n, err := strconv.Atoi(strings.TrimPrefix(id, "v"))
-	return n, err == nil && strings.HasPrefix(id, "v") && n > 0
+	digits, ok := strings.CutPrefix(id, "v")
+	if !ok || len(digits) == 0 || len(digits) > 9 || digits[0] == '0' {
+		return 0, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.Atoi(digits)
+	return n, err == nil && n > 0 && n <= MaxNumber
+}
+
+// checkID refuses a name that is no release id.
+func checkID(id string) error {
+	if _, ok := ParseID(id); !ok {
+		return fmt.Errorf("%q: %w", id, ErrBadID)
+	}
+	return nil
 }
 
 // Create allocates release last+1 (or r.Number, if higher: a fleet
@@ -108,6 +133,9 @@ func ParseID(id string) (int, bool) {
 func (s *Store) Create(r *Release) error {
 	n := max(s.last()+1, r.Number)
 	for {
+		if n > MaxNumber {
+			return fmt.Errorf("create release: v%d: %w", n, ErrBadID)
+		}
 		id := "v" + strconv.Itoa(n)
 		err := os.Mkdir(s.Dir(id), 0o700) // the daemon's alone until the app's user gets it built
 		if errors.Is(err, fs.ErrExist) {
@@ -131,7 +159,7 @@ func (s *Store) Create(r *Release) error {
 func (s *Store) CreateExact(r *Release) error {
 	n, ok := ParseID(r.ID)
 	if !ok {
-		return fmt.Errorf("create release: bad id %q", r.ID)
+		return fmt.Errorf("create release: %q: %w", r.ID, ErrBadID)
 	}
 	if _, err := os.Lstat(s.metaPath(r.ID)); err == nil {
 		return fmt.Errorf("create release: %s: %w", r.ID, ErrExists)
@@ -163,6 +191,9 @@ func (s *Store) last() int {
 
 // Save writes r's metadata durably.
 func (s *Store) Save(r *Release) error {
+	if err := checkID(r.ID); err != nil {
+		return fmt.Errorf("save: %w", err)
+	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save %s: %w", r.ID, err)
@@ -172,6 +203,9 @@ func (s *Store) Save(r *Release) error {
 
 // Get loads release id.
 func (s *Store) Get(id string) (*Release, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(s.metaPath(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
@@ -182,6 +216,11 @@ func (s *Store) Get(id string) (*Release, error) {
 	r := &Release{}
 	if err := json.Unmarshal(b, r); err != nil {
 		return nil, fmt.Errorf("read %s: %w", id, err)
+	}
+	if r.ID != id {
+		// What the file says of itself decides which tree runs and where
+		// its metadata is saved: it must be the release asked for.
+		return nil, fmt.Errorf("read %s: it holds the metadata of %q", id, r.ID)
 	}
 	return r, nil
 }

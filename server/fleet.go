@@ -94,38 +94,40 @@ func (s *Server) fleetPeerAPI(d *deployer.Daemon) http.Handler {
 	mux.Handle("/_fleet/v1/apps/{app}/incoming/", staging.Handler())
 	mux.HandleFunc("POST /_fleet/v1/apps/{app}/releases", func(w http.ResponseWriter, r *http.Request) {
 		var m fleet.Manifest
-		if control.Decode(w, r, &m) {
+		if s.decodePeer(w, r, &m) {
 			app := r.PathValue("app")
 			control.Stream(w, func(out io.Writer) error {
 				defer staging.Remove(app, m.Shipment)
 				tree, bundle, err := openShipment(staging, app, m)
-				if err != nil {
-					return err
+				if err == nil {
+					defer tree.Close()
+					if bundle != nil {
+						defer bundle.Close()
+					}
+					err = d.Receive(r.Context(), app, m, tree, bundle, out)
 				}
-				defer tree.Close()
-				if bundle != nil {
-					defer bundle.Close()
-				}
-				return d.Receive(r.Context(), app, m, tree, bundle, out)
+				return s.peerRefused(r, "shipment", m.ID, err, "from", m.From, "shipment", m.Shipment)
 			})
 		}
 	})
 	mux.HandleFunc("POST /_fleet/v1/apps/{app}/releases/{id}/golive", func(w http.ResponseWriter, r *http.Request) {
 		var req fleet.GoLive
-		if control.Decode(w, r, &req) {
+		if s.decodePeer(w, r, &req) {
 			control.Stream(w, func(out io.Writer) error {
-				return d.GoLiveShipped(r.Context(), r.PathValue("app"), r.PathValue("id"), req, out)
+				err := d.GoLiveShipped(r.Context(), r.PathValue("app"), r.PathValue("id"), req, out)
+				return s.peerRefused(r, "golive", r.PathValue("id"), err, "by", req.By)
 			})
 		}
 	})
 	mux.HandleFunc("POST /_fleet/v1/apps/{app}/releases/{id}/abandon", func(w http.ResponseWriter, r *http.Request) {
 		var req fleet.Abandon
-		if control.Decode(w, r, &req) {
+		if s.decodePeer(w, r, &req) {
 			app := r.PathValue("app")
 			if req.Shipment != "" {
 				staging.Remove(app, req.Shipment)
 			}
-			control.Reply(w, struct{}{}, d.Abandon(r.Context(), app, r.PathValue("id"), req.Why))
+			err := d.Abandon(r.Context(), app, r.PathValue("id"), req.Why)
+			control.Reply(w, struct{}{}, s.peerRefused(r, "abandon", r.PathValue("id"), err))
 		}
 	})
 	mux.HandleFunc("GET "+fleet.StatusPath, func(w http.ResponseWriter, _ *http.Request) {
@@ -133,11 +135,41 @@ func (s *Server) fleetPeerAPI(d *deployer.Daemon) http.Handler {
 	})
 	mux.HandleFunc("POST /_fleet/v1/apps/{app}/rollback", func(w http.ResponseWriter, r *http.Request) {
 		var req control.RollbackRequest
-		if control.Decode(w, r, &req) {
-			control.Stream(w, func(out io.Writer) error { return d.Rollback(r.Context(), r.PathValue("app"), req.To, req.By, out) })
+		if s.decodePeer(w, r, &req) {
+			control.Stream(w, func(out io.Writer) error {
+				err := d.Rollback(r.Context(), r.PathValue("app"), req.To, req.By, out)
+				return s.peerRefused(r, "rollback", req.To, err, "by", req.By)
+			})
 		}
 	})
 	return mux
+}
+
+// maxPeerRequest bounds the JSON body of a peer's request: a manifest is a
+// few hundred bytes, and a body is decoded in memory.
+const maxPeerRequest = 1 << 20
+
+// decodePeer is control.Decode of a peer's request, its body bounded by
+// maxPeerRequest; a refusal is logged.
+func (s *Server) decodePeer(w http.ResponseWriter, r *http.Request, v any) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, maxPeerRequest)
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		err = fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+		control.Reply(w, nil, s.peerRefused(r, "request", "", err))
+		return false
+	}
+	return true
+}
+
+// peerRefused logs err, the failure of a peer's request, in one line that
+// names the app, the operation, the release and the peer's address; it
+// returns err.
+func (s *Server) peerRefused(r *http.Request, what, release string, err error, attrs ...any) error {
+	if err != nil {
+		args := append([]any{"app", r.PathValue("app"), "release", release, "peer", r.RemoteAddr, "err", err}, attrs...)
+		s.log.Warn("fleet: a peer's "+what+" failed", args...)
+	}
+	return err
 }
 
 // staging keeps the parts of releases shipped to this host, under each

@@ -370,7 +370,16 @@ func (s *Server) serve() error {
 			defer gitserver.Busy(r.Context())()
 			api.ServeHTTP(w, r)
 		})
-		s.git.Handler = fleet.Guard(s.fleetToken, busy, s.git.Handler)
+		guard := fleet.Guard(s.fleetToken, busy, s.git.Handler)
+		s.git.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/_fleet/") && !fleet.Authorized(r, s.fleetToken()) {
+				// As a push's failed authentication: logged, and slowed
+				// down so that guessing costs.
+				s.log.Warn("fleet: refused a request without the fleet token", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+				time.Sleep(300 * time.Millisecond)
+			}
+			guard.ServeHTTP(w, r)
+		})
 		go s.serveGit(s.git, gitserver.NewListener(s.gitLn, limits, s.log, "git http"))
 		if s.cfg.Git.TokensFile == "" {
 			s.log.Warn("git.tokens_file is not set: every HTTP push will be refused")

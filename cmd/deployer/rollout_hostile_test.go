@@ -88,6 +88,11 @@ func newHostilePeer(t *testing.T, extraGit string) *hostilePeer {
 	return p
 }
 
+// peerClient asks web2 on a connection of each request's own: the
+// listener closes a connection on which no request authenticated within
+// git.handshake_timeout, which a test's refused requests would add up to.
+var peerClient = &http.Client{Timeout: 3 * time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
+
 func (p *hostilePeer) path(rel string) string { return filepath.Join(p.d.dir, rel) }
 
 // request sends a request to web2's listener, with the fleet's token unless
@@ -102,7 +107,7 @@ func (p *hostilePeer) request(method, path string, body io.Reader, auth func(*ht
 	if auth != nil {
 		auth(req)
 	}
-	resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+	resp, err := peerClient.Do(req)
 	if err != nil {
 		p.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -120,7 +125,7 @@ func (p *hostilePeer) raw(method, target string, body []byte) (int, string) {
 	}
 	req.URL.Opaque = target // sent as is
 	req.Header.Set("Authorization", "Bearer "+fleetToken)
-	resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+	resp, err := peerClient.Do(req)
 	if err != nil {
 		p.t.Fatalf("%s %s: %v", method, target, err)
 	}
@@ -143,7 +148,7 @@ func (p *hostilePeer) op(target string, v any) error {
 	}
 	req.URL.Opaque = target
 	req.Header.Set("Authorization", "Bearer "+fleetToken)
-	resp, err := (&http.Client{Timeout: 3 * time.Minute}).Do(req)
+	resp, err := peerClient.Do(req)
 	if err != nil {
 		p.t.Fatalf("POST %s: %v", target, err)
 	}
@@ -151,6 +156,9 @@ func (p *hostilePeer) op(target string, v any) error {
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
 		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if resp.Header.Get("Content-Type") == "application/json" { // a reply, not a stream (abandon)
+		return nil
 	}
 	return control.ReadStream(resp.Body, io.Discard)
 }
@@ -230,10 +238,10 @@ func (p *hostilePeer) snapshot() map[string]bool {
 		if slices.Contains(skip, rel) {
 			return filepath.SkipDir
 		}
-		if strings.HasPrefix(rel, "data/apps/hello/releases/v") && strings.Count(rel, "/") > 4 {
+		out[rel] = true
+		if e.IsDir() && filepath.Dir(rel) == "data/apps/hello/releases" {
 			return filepath.SkipDir // what a release tree holds is the release's
 		}
-		out[rel] = true
 		return nil
 	})
 	if err != nil {
@@ -353,7 +361,7 @@ func TestHostileFleetTakesNoOtherCredentialThanTheFleetToken(t *testing.T) {
 		"empty bearer":        func(r *http.Request) { r.Header.Set("Authorization", "Bearer ") },
 		"lowercase scheme":    func(r *http.Request) { r.Header.Set("Authorization", "bearer "+fleetToken) },
 		"a prefix of it":      func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+fleetToken[:16]) },
-		"it and more":         func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+fleetToken+" ") },
+		"it and more":         func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+fleetToken+"0") },
 		"two headers, 2nd ok": func(r *http.Request) { r.Header["Authorization"] = []string{"Bearer x", "Bearer " + fleetToken} },
 	}
 	m, _ := json.Marshal(p.manifest("v2", p.rev, p.tree, nil))
@@ -502,7 +510,7 @@ func TestHostileFleetManifestsAreRefusedAndLeaveNoTrace(t *testing.T) {
 	other := p.r.commit("another", map[string]string{"message.txt": "other"})
 	// A commit that fails fsck (no author's email, a bad date), bundled.
 	treeOf := p.r.git("rev-parse", other+"^{tree}")
-	badCommit := fmt.Sprintf("tree %s\nparent %s\nauthor mallory 99999999999999999999 +0000\ncommitter mallory <m@x> 1 +0000\n\nbad\n", treeOf, p.rev)
+	badCommit := fmt.Sprintf("tree %s\nparent %s\nauthor mallory 1 +0000\ncommitter mallory <m@x> 1 +0000\n\nbad\n", treeOf, p.rev)
 	cmd := exec.Command("git", "hash-object", "-t", "commit", "--literally", "-w", "--stdin")
 	cmd.Dir, cmd.Stdin = p.r.dir, strings.NewReader(badCommit)
 	out, err := cmd.Output()
@@ -523,19 +531,22 @@ func TestHostileFleetManifestsAreRefusedAndLeaveNoTrace(t *testing.T) {
 	}
 	with := func(s shipment, edit func(*fleet.Manifest)) shipment { edit(&s.m); return s }
 	cases := map[string]shipment{
-		"id v0":             honest("v0"),
-		"id v01":            honest("v01"),
-		"id v+6":            honest("v+6"),
-		"id v-6":            honest("v-6"),
-		"id 6":              honest("6"),
-		"id empty":          honest(""),
-		"id ../v6":          honest("../v6"),
-		"id v6/../../v6":    honest("v6/../../v6"),
-		"id huge":           honest("v999999999999"),
-		"id max int":        honest("v9223372036854775807"),
-		"id past max int":   honest("v9223372036854775808"),
-		"id live":           honest("v1"),
-		"id waiting":        with(shipment{p.manifest("v5", other, p.tree, p.bundle("refs/deployer/fleet/v5", other)), p.tree, p.bundle("refs/deployer/fleet/v5", other)}, func(*fleet.Manifest) {}),
+		"id v0":           honest("v0"),
+		"id v01":          honest("v01"),
+		"id v+6":          honest("v+6"),
+		"id v-6":          honest("v-6"),
+		"id 6":            honest("6"),
+		"id empty":        honest(""),
+		"id ../v6":        honest("../v6"),
+		"id v6/../../v6":  honest("v6/../../v6"),
+		"id huge":         honest("v999999999999"),
+		"id max int":      honest("v9223372036854775807"),
+		"id past max int": honest("v9223372036854775808"),
+		"id live":         honest("v1"),
+		"id waiting": func() shipment {
+			b := p.bundle("refs/deployer/fleet/v5", other)
+			return shipment{p.manifest("v5", other, p.tree, b), p.tree, b}
+		}(),
 		"ref main":          with(honest("v6"), func(m *fleet.Manifest) { m.Ref = "refs/heads/main" }),
 		"ref HEAD":          with(honest("v6"), func(m *fleet.Manifest) { m.Ref = "HEAD" }),
 		"ref of another id": with(honest("v6"), func(m *fleet.Manifest) { m.Ref = "refs/deployer/fleet/v7" }),
@@ -571,36 +582,35 @@ func TestHostileFleetManifestsAreRefusedAndLeaveNoTrace(t *testing.T) {
 		"from with newlines": with(honest("v6"), func(m *fleet.Manifest) { m.From = "web1\nlevel=ERROR msg=forged"; m.Tree.SHA256 = "x" }),
 	}
 	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			p.t = t
-			defer func() { p.t = p.r.t }()
-			shipment := c.m.Shipment
-			if !regexpShipment(shipment) {
-				shipment = fmt.Sprintf("hostile-x%d", p.seq.Add(1))
-			}
-			if c.tree != nil {
-				p.put(shipment, fleet.PartTree, c.tree)
-			}
-			if c.bundle != nil {
-				p.put(shipment, fleet.PartBundle, c.bundle)
-			}
-			err := p.op("/_fleet/v1/apps/hello/releases", c.m)
-			if err == nil {
-				t.Fatalf("%s: made a release", name)
-			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("%s: not one line: %q", name, err)
-			}
-			if shipment != c.m.Shipment { // the manifest names another: what was staged is the sender's to clear
-				p.request(http.MethodPost, "/_fleet/v1/apps/hello/releases/v5/abandon-none", nil, nil)
-				os.RemoveAll(p.path("data/apps/hello/incoming/" + shipment))
-			}
-			p.intact(name+" ("+err.Error()+")", before, "v1", "", "v5")
-			if st := p.d.release("v5"); st["status"] != "building" || st["revision"] != p.rev {
-				t.Errorf("%s: the waiting v5 is now %v %v", name, st["status"], st["revision"])
-			}
-			p.logs(name, "fleet", c.m.ID)
-		})
+		shipment := c.m.Shipment
+		if !regexpShipment(shipment) {
+			shipment = fmt.Sprintf("hostile-x%d", p.seq.Add(1))
+		}
+		if c.tree != nil {
+			p.put(shipment, fleet.PartTree, c.tree)
+		}
+		if c.bundle != nil {
+			p.put(shipment, fleet.PartBundle, c.bundle)
+		}
+		err := p.op("/_fleet/v1/apps/hello/releases", c.m)
+		if err == nil {
+			t.Errorf("%s: made a release", name)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: not one line: %q", name, err)
+		}
+		if shipment != c.m.Shipment { // the manifest names another: what was staged is the sender's to clear
+			os.RemoveAll(p.path("data/apps/hello/incoming/" + shipment))
+		}
+		p.intact(name+" ("+err.Error()+")", before, "v1", "", "v5")
+		if st := p.d.release("v5"); st["status"] != "building" || st["revision"] != p.rev {
+			t.Errorf("%s: the waiting v5 is now %v %v", name, st["status"], st["revision"])
+		}
+		if got := p.r.git("--git-dir", p.path("data/apps/hello/repo.git"), "rev-parse", "refs/deployer/fleet/v5"); got != p.rev {
+			t.Errorf("%s: the waiting v5's ref names %s, not %s", name, got, p.rev)
+		}
+		p.logs(name, "fleet", "release="+c.m.ID)
 	}
 	p.t = p.r.t
 	// The waiting release still goes live, and serves.
@@ -711,25 +721,22 @@ func TestHostileFleetTreesFailTheReleaseAndLeaveNothing(t *testing.T) {
 	}
 	n := 1
 	for name, tree := range trees {
-		t.Run(name, func(t *testing.T) {
-			p.t = t
-			defer func() { p.t = p.r.t }()
-			n++
-			id := fmt.Sprint("v", n)
-			before := p.snapshot()
-			err := p.ship(p.manifest(id, p.rev, tree, nil), tree, nil)
-			if err == nil {
-				t.Fatalf("%s: %s was made", name, id)
-			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("not one line: %q", err)
-			}
-			if st := p.d.release(id)["status"]; st != "failed" {
-				t.Errorf("%s is %v", id, st)
-			}
-			p.intact(name+" ("+err.Error()+")", before, "v1", id)
-			p.logs(name, "deploy failed", id)
-		})
+		n++
+		id := fmt.Sprint("v", n)
+		before := p.snapshot()
+		err := p.ship(p.manifest(id, p.rev, tree, nil), tree, nil)
+		if err == nil {
+			t.Errorf("%s: %s was made", name, id)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: not one line: %q", name, err)
+		}
+		if st := p.d.release(id)["status"]; st != "failed" {
+			t.Errorf("%s: %s is %v", name, id, st)
+		}
+		p.intact(name+" ("+err.Error()+")", before, "v1", id)
+		p.logs(name, "deploy failed", id)
 	}
 }
 
@@ -871,9 +878,19 @@ func TestHostileFleetUploadsAreBoundedAndCannotWedgeThePeer(t *testing.T) {
 	m := p.manifest("v2", p.rev, p.tree, nil)
 	fmt.Fprintf(slow, "PUT %s?offset=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", fleet.IncomingPath("hello", m.Shipment, fleet.PartTree), fleetToken, len(p.tree))
 	slow.Write(p.tree[:1000])
-	time.Sleep(200 * time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for { // the PUT is writing: it holds what came
+		_, body := p.request(http.MethodGet, fleet.IncomingPath("hello", m.Shipment, fleet.PartTree), nil, nil)
+		if strings.Contains(body, `"size":1000`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the trickle never arrived: %s", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	// Unpack while it comes: refused, cleanly.
-	if err := p.op("/_fleet/v1/apps/hello/releases", m); err == nil || !strings.Contains(err.Error(), "checksum") {
+	if err := p.op("/_fleet/v1/apps/hello/releases", m); err == nil || !strings.Contains(err.Error(), "still being received") {
 		t.Errorf("unpack of a part still coming: %v", err)
 	}
 	// Others go on.
@@ -910,7 +927,7 @@ func TestHostileFleetRequestBodiesAreBounded(t *testing.T) {
 		req.ContentLength = -1
 		req.Header.Set("Authorization", "Bearer "+fleetToken)
 		start := time.Now()
-		resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+		resp, err := peerClient.Do(req)
 		sent := body.n.Load()
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -955,12 +972,76 @@ func (e *endlessJSON) Read(b []byte) (int, error) {
 	return int(k), nil
 }
 
-// hostileFleet skips these tests unless DEPLOYER_FLEET_HOSTILE=1. They
-// were written by an outside review at the end of a session and some
-// still fail: each failure is a finding to triage (see the issue's
-// note), not yet a regression test.
+// TestAPeerCannotPushTheFleetsReleaseNumbersToTheirEnd: the entry host
+// takes the highest release number its peers call free (fleet.App.Next)
+// as the rollout's; a compromised peer that says 999999999 makes the entry
+// host's release that number, and every push after it fails (no number
+// left), on the entry host and, through its rollouts, on the fleet.
+func TestAPeerCannotPushTheFleetsReleaseNumbersToTheirEnd(t *testing.T) {
+	hostileFleet(t)
+	t.Skip("FINDING (low, availability, compromised peer): planRollout trusts each peer's Next; a peer answering next=999999999 makes the rollout's release v999999999 on every host, after which no release number is left (releases.MaxNumber) and every push fails; the entry host should refuse a Next far beyond its own and the other peers' (or a peer whose Next lies about the releases it lists)")
+	liar := &lyingPeer{next: releases.MaxNumber}
+	srv := httptestServer(t, liar)
+	d1 := fleetHost(t, "web1", map[string]string{"web2": strings.TrimPrefix(srv, "http://")}, "")
+	r := newRolloutRepo(t)
+	r.mustPush(d1)
+	r.commit("second", map[string]string{"message.txt": "two"})
+	out, err := r.push(d1.url(testToken))
+	if err != nil || d1.status().Live == fmt.Sprint("v", releases.MaxNumber) {
+		t.Fatalf("a peer's next of %d: live %s, %v\n%s", releases.MaxNumber, d1.status().Live, err, out)
+	}
+}
+
+// lyingPeer answers the fleet's requests as a peer that takes every
+// shipment, and says its next free release number is next.
+type lyingPeer struct {
+	next int
+	mu   sync.Mutex
+	held map[string]int64
+}
+
+func (l *lyingPeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+fleetToken {
+		http.Error(w, "no", http.StatusUnauthorized)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held == nil {
+		l.held = map[string]int64{}
+	}
+	switch {
+	case r.URL.Path == fleet.StatusPath:
+		json.NewEncoder(w).Encode(fleet.Host{Name: "web2", Protocol: fleet.Protocol, Free: 1 << 40,
+			Apps: []fleet.App{{App: "hello", Branch: "main", Next: l.next}}})
+	case strings.Contains(r.URL.Path, "/incoming/"):
+		if r.Method == http.MethodPut {
+			n, _ := io.Copy(io.Discard, r.Body)
+			l.held[r.URL.Path] += n
+		}
+		fmt.Fprintf(w, `{"size": %d}`+"\n", l.held[r.URL.Path])
+	default:
+		io.WriteString(w, `{"ok": true}`+"\n")
+	}
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// hostileFleet skips these tests unless DEPLOYER_FLEET_HOSTILE=1: each
+// starts daemons and runs dozens of attacks, minutes in all, too long for
+// every run of the suite. The unit tests of what they found (releases ids,
+// fleet staging, bundle fsck) run always.
 func hostileFleet(t *testing.T) {
 	if os.Getenv("DEPLOYER_FLEET_HOSTILE") == "" {
-		t.Skip("hostile-input review of the fleet's peer API, findings open: set DEPLOYER_FLEET_HOSTILE=1")
+		t.Skip("hostile-input review of the fleet's peer API: set DEPLOYER_FLEET_HOSTILE=1")
 	}
 }
