@@ -114,6 +114,20 @@ func (l *Load) OK() int {
 	return l.ok
 }
 
+// Failed is the number of requests that have failed so far.
+func (l *Load) Failed() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
+}
+
+// Sample is the first few failures, as Finish shows them.
+func (l *Load) Sample() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.sample...)
+}
+
 // Served is the number of successful answers so far whose body named name
 // (see Tally).
 func (l *Load) Served(name string) int {
