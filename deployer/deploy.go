@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/releases"
+	"github.com/deployer/deployer/supervisor"
 )
 
 // Push is a request to deploy a revision pushed to the deploy branch.
@@ -219,6 +220,7 @@ func (j *job) failed(rel *releases.Release, step string, err error, phases map[s
 	rel.Reason = fmt.Sprintf("%s: %v", step, err)
 	serr := j.save(rel)
 	j.pr.Step("Deploy of %s failed at %s: %v", rel.ID, step, err)
+	j.explain(err)
 	j.pr.Info("the live release is unchanged")
 	if dir := j.store.Dir(rel.ID); j.cfg.Hooks.OnFailure != "" {
 		if _, serr := os.Stat(dir); serr == nil {
@@ -255,4 +257,27 @@ func (j *job) failed(rel *releases.Release, step string, err error, phases map[s
 	j.record(releases.Event{Event: "failure", Of: "deploy", Release: rel.ID, By: rel.Pusher, Detail: rel.Reason, Phases: phases})
 	j.log.Warn("deploy failed", "release", rel.ID, "step", step, "err", err)
 	return fmt.Errorf("%s: %w", step, err)
+}
+
+// explainLines is how many of the preflight instance's last lines of
+// output a failed deploy shows.
+const explainLines = 10
+
+// explain follows a failure's one-line reason with what to change, when the
+// cause is recognised, and the last lines the release printed.
+func (j *job) explain(err error) {
+	var pe *supervisor.PreflightError
+	if !errors.As(err, &pe) {
+		return
+	}
+	if pe.Hint != "" {
+		j.pr.Info("hint: %s", pe.Hint)
+	}
+	if out := pe.Output; len(out) > 0 {
+		out = out[max(0, len(out)-explainLines):]
+		j.pr.Info("its last %d lines of output (all of it: deployer logs %s):", len(out), j.name)
+		for _, l := range out {
+			j.pr.Info("| %s", l)
+		}
+	}
 }

@@ -33,12 +33,12 @@ type Probe struct {
 func (p Probe) check(ctx context.Context, client *http.Client, addr string) error {
 	switch {
 	case p.HTTPPath != "":
-		status, err := probeHTTP(ctx, client, "http://"+addr+p.HTTPPath)
+		resp, err := probeHTTP(ctx, client, "http://"+addr+p.HTTPPath)
 		if err != nil {
 			return err
 		}
-		if status < 200 || status > 299 {
-			return fmt.Errorf("GET %s: HTTP %d", p.HTTPPath, status)
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			return &statusError{path: p.HTTPPath, code: resp.StatusCode, location: resp.Header.Get("Location")}
 		}
 		return nil
 	case p.TCP:
@@ -54,8 +54,7 @@ func (p Probe) Active() bool { return p.HTTPPath != "" || p.TCP || p.Command != 
 
 // Check probes addr once, as health.watch does on the live address.
 func (p Probe) Check(ctx context.Context, addr string) error {
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	return p.check(ctx, client, addr)
+	return p.check(ctx, probeClient(2*time.Second), addr)
 }
 
 // pollInterval paces health probes: a socket gives no event for "healthy".
@@ -76,18 +75,29 @@ func Preflight(ctx context.Context, spec PoolSpec, probe Probe) (time.Duration, 
 func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Duration) error {
 	private, err := privateSockets(spec.App+"-preflight", len(spec.Sockets))
 	if err != nil {
-		return fmt.Errorf("preflight: %w", err)
+		return err
 	}
 	defer CloseSockets(private)
 	p := &Pool{spec: spec}
 	ws := p.workerSpec(0, private, false)
 	ws.release = spec.Release + " preflight"
 	ws.onChange, ws.keeper = nil, nil
+	ws.quietTail = true
 	started := time.Now()
 	w := newWorker(ws, nil, WorkerRecord{})
 	// Killed, not drained: it never had live traffic, and once it has
 	// answered nothing should wait for it.
 	defer func() { w.Kill(); <-w.Done() }()
+	// failed explains a failure while the instance, if still running, can
+	// be looked at: which sockets it opened itself.
+	failed := func(err error) error {
+		var own []ownListener
+		if pid := w.Status().PID; pid > 0 {
+			own = ownListeners(pid, private)
+		}
+		out := w.tail.all()
+		return &PreflightError{Err: err, Hint: hintFor(spec.Start, err, out, own), Output: out}
+	}
 
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, probe.Timeout)
@@ -97,10 +107,10 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 		select {
 		case err := <-w.up:
 			if err != nil {
-				return fmt.Errorf("preflight: %w: %w", ErrUnhealthy, err)
+				return failed(fmt.Errorf("%w: %w", ErrUnhealthy, err))
 			}
 		case <-ctx.Done():
-			return preflightEnded(parent, probe, "not up")
+			return failed(preflightEnded(parent, probe, "not up"))
 		}
 		if !probe.Active() {
 			*healthy = time.Since(started)
@@ -108,10 +118,11 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 		}
 	}
 	addr := private[0].LocalAddr()
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	client := probeClient(time.Second)
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	last, finished := "no answer", false
+	definite, definiteSince := 0, time.Time{} // answers in a row that say the path is wrong
 	for {
 		err := probe.check(ctx, client, addr)
 		if err == nil {
@@ -127,15 +138,37 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 		} else {
 			last, finished = err.Error(), true
 		}
+		// A worker that answers, but with a redirect or a 404, will not
+		// answer otherwise later: say so now rather than after Timeout.
+		var se *statusError
+		if errors.As(err, &se) && se.definite() {
+			if definite == 0 {
+				definiteSince = time.Now()
+			}
+			definite++
+			if definite >= definiteAnswers && time.Since(definiteSince) >= definiteFor {
+				return failed(fmt.Errorf("%w: %w, %d times in a row", ErrUnhealthy, err, definite))
+			}
+		} else {
+			definite = 0
+		}
 		select {
 		case <-w.Done():
-			return fmt.Errorf("preflight: %w: %w", ErrUnhealthy, w.Err())
+			return failed(fmt.Errorf("%w: %w", ErrUnhealthy, w.Err()))
 		case <-ctx.Done():
-			return preflightEnded(parent, probe, last)
+			return failed(preflightEnded(parent, probe, last))
 		case <-tick.C:
 		}
 	}
 }
+
+// A health path that answers definiteAnswers times in a row, over at
+// least definiteFor, with a redirect or a client error is wrong: the
+// preflight ends then, not after health.timeout.
+const (
+	definiteAnswers = 5
+	definiteFor     = time.Second
+)
 
 // preflightEnded is Preflight's error once its context is done. When
 // probe.Timeout ran out the release is unhealthy and why says what the
@@ -143,20 +176,32 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 // stopped before any verdict and the error wraps the caller's reason.
 func preflightEnded(parent context.Context, probe Probe, why string) error {
 	if err := context.Cause(parent); err != nil {
-		return fmt.Errorf("preflight: stopped (%s): %w", why, err)
+		return fmt.Errorf("stopped (%s): %w", why, err)
 	}
-	return fmt.Errorf("preflight: %w: %s after %s", ErrUnhealthy, why, probe.Timeout)
+	return fmt.Errorf("%w: %s after %s", ErrUnhealthy, why, probe.Timeout)
 }
 
-func probeHTTP(ctx context.Context, c *http.Client, url string) (int, error) {
+// probeClient makes one probe request per connection and never follows a
+// redirect: a health path must answer 2xx itself (a redirect to a login
+// page that answers 200 says nothing about the app).
+func probeClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout:       timeout,
+		Transport:     &http.Transport{DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// probeHTTP GETs url; the response's body is closed.
+func probeHTTP(ctx context.Context, c *http.Client, url string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	resp.Body.Close()
-	return resp.StatusCode, nil
+	return resp, nil
 }

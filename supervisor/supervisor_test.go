@@ -372,8 +372,10 @@ func TestPreflightUsesAPrivateSocket(t *testing.T) {
 	}
 	spec.Start = "echo listen tcp :8080: bind: address already in use; exit 1"
 	err = preflightErr(context.Background(), spec, Probe{HTTPPath: "/healthz", Timeout: 10 * time.Second})
-	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "address already in use") {
-		t.Fatalf("err = %v, want ErrUnhealthy with the worker's output", err)
+	var pe *PreflightError
+	if !errors.Is(err, ErrUnhealthy) || !errors.As(err, &pe) || len(pe.Output) != 1 ||
+		!strings.Contains(pe.Output[0], "address already in use") || !strings.Contains(pe.Hint, "tried to bind a port itself") {
+		t.Fatalf("err = %v (%#v), want ErrUnhealthy with the worker's output and a hint", err, pe)
 	}
 }
 

@@ -67,6 +67,7 @@ type workerSpec struct {
 	limits       cgroup.Limits
 	account      *account.Account // runs the process; nil: the daemon's user
 	onChange     func()           // called when the worker's process changes
+	quietTail    bool             // its exit error leaves out the last output (preflight reports it apart)
 }
 
 // worker runs one process and, if spec.restart, restarts it with backoff.
@@ -100,7 +101,7 @@ func newWorker(spec workerSpec, adopted *process, rec WorkerRecord) *worker {
 		detach: make(chan struct{}),
 		done:   make(chan struct{}),
 		up:     make(chan error, 1),
-		tail:   &tailBuffer{max: 8},
+		tail:   &tailBuffer{max: tailLines},
 	}
 	w.status = WorkerStatus{Index: spec.index, Release: spec.release, State: Starting, Restarts: rec.Restarts}
 	if adopted != nil {
@@ -308,7 +309,11 @@ func (w *worker) supervise(proc *process, adopted bool, everUp *bool, crashes *i
 			signalGroup(proc.pid, syscall.SIGKILL) // leftovers of the group
 			w.letGo(proc, true)
 			if !*everUp || !w.spec.restart {
-				w.fail(fmt.Errorf("worker %d exited (%s)%s", w.spec.index, st, w.tail.describe()), *everUp)
+				tail := w.tail.describe()
+				if w.spec.quietTail {
+					tail = ""
+				}
+				w.fail(fmt.Errorf("worker %d exited (%s)%s", w.spec.index, st, tail), *everUp)
 				w.changed()
 				return end
 			}
@@ -620,11 +625,22 @@ func (t *tailBuffer) add(line string) {
 	}
 }
 
+// tailLines is how many of its last lines a worker keeps, and
+// describeLines how many of those an error names.
+const tailLines, describeLines = 20, 8
+
 func (t *tailBuffer) describe() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.lines) == 0 {
 		return ""
 	}
-	return "; last output: " + strings.Join(t.lines, " | ")
+	return "; last output: " + strings.Join(t.lines[max(0, len(t.lines)-describeLines):], " | ")
+}
+
+// all returns the lines kept, oldest first.
+func (t *tailBuffer) all() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.lines...)
 }

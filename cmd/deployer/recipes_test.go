@@ -90,6 +90,25 @@ func requirePython(t *testing.T, modules ...string) {
 func deployRecipe(t *testing.T, name string) (*daemon, *appRepo) {
 	t.Helper()
 	rc := loadRecipe(t, name)
+	d := startAppDaemon(t, rc.app)
+	r := &appRepo{t: t, dir: filepath.Join(t.TempDir(), name)}
+	if err := os.CopyFS(r.dir, os.DirFS(filepath.Join("../../examples/recipes", name))); err != nil {
+		t.Fatal(err)
+	}
+	r.git("init", "-q", "-b", "main")
+	r.commit("v1", nil)
+	r.mustPush(d)
+	if body, err := d.get(); err != nil || !strings.Contains(body, "v1") {
+		t.Fatalf("%s v1: GET / = %q, %v\ndaemon log:\n%s", name, body, err, d.log)
+	}
+	return d, r
+}
+
+// startAppDaemon starts a daemon whose one app, "hello", has the settings
+// app (YAML keys as in a config file) but for listen, a free port, and
+// branch, main.
+func startAppDaemon(t *testing.T, settings map[string]any) *daemon {
+	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), gitAddr: freeAddr(t), appAddr: freeAddr(t), log: &lockedBuffer{}}
 	for d.appAddr == d.gitAddr {
 		d.appAddr = freeAddr(t)
@@ -98,7 +117,7 @@ func deployRecipe(t *testing.T, name string) (*daemon, *appRepo) {
 		t.Fatal(err)
 	}
 	app := map[string]any{}
-	for k, v := range rc.app {
+	for k, v := range settings {
 		app[k] = v
 	}
 	app["listen"] = []string{d.appAddr}
@@ -118,18 +137,7 @@ func deployRecipe(t *testing.T, name string) (*daemon, *appRepo) {
 	}
 	d.start()
 	t.Cleanup(d.stop)
-
-	r := &appRepo{t: t, dir: filepath.Join(t.TempDir(), name)}
-	if err := os.CopyFS(r.dir, os.DirFS(filepath.Join("../../examples/recipes", name))); err != nil {
-		t.Fatal(err)
-	}
-	r.git("init", "-q", "-b", "main")
-	r.commit("v1", nil)
-	r.mustPush(d)
-	if body, err := d.get(); err != nil || !strings.Contains(body, "v1") {
-		t.Fatalf("%s v1: GET / = %q, %v\ndaemon log:\n%s", name, body, err, d.log)
-	}
-	return d, r
+	return d
 }
 
 // swapUnderLoad pushes v2 while clients keep-alive clients GET /, and

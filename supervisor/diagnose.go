@@ -1,0 +1,227 @@
+package supervisor
+
+import (
+	"bufio"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// PreflightError is a failed preflight: the reason, what to change when
+// the cause is one deployer recognises, and the last lines the instance
+// printed. Error is the reason alone, on one line.
+type PreflightError struct {
+	Err error
+	// Hint says in one line what to change; "" when the cause is not
+	// recognised.
+	Hint string
+	// Output is the instance's last lines of output, oldest first.
+	Output []string
+}
+
+func (e *PreflightError) Error() string { return e.Err.Error() }
+func (e *PreflightError) Unwrap() error { return e.Err }
+
+// ownListener is a TCP socket a process of an instance listens on that it
+// did not inherit from the daemon.
+type ownListener struct {
+	pid       int
+	comm      string
+	addr      string
+	listenPID string // the process's LISTEN_PID, "" if it has none
+}
+
+// hintFor recognises why a preflight failed, from the start command, the
+// failure, the instance's output and the sockets its processes opened
+// themselves, and says what to change; "" when nothing is recognised.
+func hintFor(start string, err error, output []string, own []ownListener) string {
+	out := strings.ToLower(strings.Join(output, "\n"))
+	gunicornFD := regexp.MustCompile(`(^|\s)(-b|--bind)[ =]?['"]?fd://`)
+	switch {
+	case strings.Contains(start, "gunicorn") && gunicornFD.MatchString(start):
+		return "gunicorn takes the inherited socket from LISTEN_FDS by itself: drop --bind fd://… from start (docs/recipes/gunicorn-flask.md)"
+	case len(own) > 0 && own[0].listenPID != "" && own[0].listenPID != strconv.Itoa(own[0].pid):
+		l := own[0]
+		return fmt.Sprintf("%s (pid %d) ignored the inherited socket because LISTEN_PID is %s, not its own pid, and listens on %s itself: "+
+			"start it with exec (e.g. \"exec %s …\" as the last line of your start script) so it runs as the process the daemon started",
+			l.comm, l.pid, l.listenPID, l.addr, l.comm)
+	case len(own) > 0:
+		return fmt.Sprintf("%s (pid %d) listens on %s itself: it must serve the socket it inherits as fd 3 (LISTEN_FDS=1) instead of binding a port; see docs/worker-protocol.md",
+			own[0].comm, own[0].pid, own[0].addr)
+	case strings.Contains(out, "address already in use") || strings.Contains(out, "eaddrinuse"):
+		return "the app tried to bind a port itself: it must serve the socket it inherits as fd 3 (LISTEN_FDS=1) instead; there is no PORT (docs/worker-protocol.md)"
+	}
+	var se *statusError
+	if errors.As(err, &se) {
+		switch {
+		case se.code >= 300 && se.code < 400:
+			to := ""
+			if se.location != "" {
+				to = " to " + se.location
+			}
+			return fmt.Sprintf("GET %s redirects%s (HTTP %d), and the probe does not follow redirects: set health.http to a path that answers 2xx itself", se.path, to, se.code)
+		case se.code == 404 || se.code == 410:
+			return fmt.Sprintf("GET %s answers %d: the app has no such path; set health.http to one it serves with 2xx (or health.tcp: true)", se.path, se.code)
+		case se.code >= 400 && se.code < 500:
+			return fmt.Sprintf("GET %s answers %d: set health.http to a path that answers 2xx without credentials (ALLOWED_HOSTS and the like must accept the probe's Host: 127.0.0.1)", se.path, se.code)
+		}
+	}
+	if strings.Contains(out, ": not found") || strings.Contains(out, "command not found") {
+		return "the start command was not found: is it installed, on the PATH of the app's user, or built by build?"
+	}
+	return ""
+}
+
+// statusError is an HTTP probe's answer that is not 2xx.
+type statusError struct {
+	path     string
+	code     int
+	location string // a redirect's Location
+}
+
+func (e *statusError) Error() string {
+	if e.location != "" {
+		return fmt.Sprintf("GET %s: HTTP %d (redirect to %s, not followed)", e.path, e.code, e.location)
+	}
+	return fmt.Sprintf("GET %s: HTTP %d", e.path, e.code)
+}
+
+// definite reports whether an answer says for sure that the path is not a
+// health check, so that probing it again is pointless: a redirect or a
+// client error other than those that may pass (timeout, too early, too
+// many requests).
+func (e *statusError) definite() bool {
+	switch e.code {
+	case 408, 425, 429:
+		return false
+	}
+	return e.code >= 300 && e.code < 500
+}
+
+// ownListeners finds the TCP sockets the processes of process group pgid
+// listen on and did not inherit: inherited are the daemon's sockets the
+// instance got. Best effort: what /proc does not show is left out.
+func ownListeners(pgid int, inherited []*Socket) []ownListener {
+	listening := map[uint64]string{} // inode -> address
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		readListening(f, listening)
+	}
+	for _, s := range inherited {
+		if ino, ok := socketInode(s); ok {
+			delete(listening, ino)
+		}
+	}
+	if len(listening) == 0 {
+		return nil
+	}
+	var out []ownListener
+	for _, pid := range groupMembers(pgid) {
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(filepath.Join(fmt.Sprintf("/proc/%d/fd", pid), fd.Name()))
+			if err != nil || !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+			if err != nil {
+				continue
+			}
+			if addr, ok := listening[ino]; ok {
+				comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+				out = append(out, ownListener{pid: pid, comm: strings.TrimSpace(string(comm)), addr: addr,
+					listenPID: environValue(pid, "LISTEN_PID")})
+			}
+		}
+	}
+	return out
+}
+
+// socketInode is the inode of s's socket.
+func socketInode(s *Socket) (uint64, bool) {
+	var st syscall.Stat_t
+	var err error
+	if cerr := s.Control(func(fd int) { err = syscall.Fstat(fd, &st) }); cerr != nil || err != nil {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
+// readListening adds the listening sockets of a /proc/net/tcp{,6} table.
+func readListening(path string, into map[uint64]string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || fields[3] != "0A" { // TCP_LISTEN
+			continue
+		}
+		ino, err := strconv.ParseUint(fields[9], 10, 64)
+		if err != nil || ino == 0 {
+			continue
+		}
+		into[ino] = procAddr(fields[1])
+	}
+}
+
+// procAddr turns /proc/net/tcp's "0100007F:1F90" into "127.0.0.1:8080".
+func procAddr(s string) string {
+	host, port, ok := strings.Cut(s, ":")
+	b, err := hex.DecodeString(host)
+	p, perr := strconv.ParseUint(port, 16, 16)
+	if !ok || err != nil || perr != nil || (len(b) != 4 && len(b) != 16) {
+		return s
+	}
+	// The kernel prints each 32-bit word in host (little-endian) order.
+	for i := 0; i+4 <= len(b); i += 4 {
+		b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
+	}
+	return net.JoinHostPort(net.IP(b).String(), strconv.FormatUint(p, 10))
+}
+
+// groupMembers lists the processes of process group pgid.
+func groupMembers(pgid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err == nil && g == pgid {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// environValue reads one variable of a process's environment as exec'd.
+func environValue(pid int, key string) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return ""
+	}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,97 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestHintFor(t *testing.T) {
+	notFound := fmt.Errorf("%w: %w", ErrUnhealthy, &statusError{path: "/healthz", code: 404})
+	cases := []struct {
+		start  string
+		err    error
+		output []string
+		own    []ownListener
+		want   string // a part of the hint; "" for none
+	}{
+		{start: "gunicorn --bind fd://3 app:app", err: ErrUnhealthy, output: []string{"OSError: [Errno 9] Bad file descriptor"},
+			want: "drop --bind fd://"},
+		{start: "gunicorn -b fd://3 app:app", err: ErrUnhealthy, want: "drop --bind fd://"},
+		{start: "node server.js", err: ErrUnhealthy, output: []string{"Error: listen EADDRINUSE: address already in use :::3000"},
+			want: "tried to bind a port itself"},
+		{start: "./run.sh", err: ErrUnhealthy, own: []ownListener{{pid: 42, comm: "gunicorn", addr: "127.0.0.1:8000", listenPID: "41"}},
+			want: "LISTEN_PID is 41, not its own pid"},
+		{start: "python3 app.py", err: ErrUnhealthy, own: []ownListener{{pid: 42, comm: "python3", addr: "0.0.0.0:5000", listenPID: "42"}},
+			want: "python3 (pid 42) listens on 0.0.0.0:5000 itself"},
+		{start: "x", err: notFound, want: "answers 404: the app has no such path"},
+		{start: "x", err: &statusError{path: "/", code: 302, location: "/login"}, want: "redirects to /login (HTTP 302)"},
+		{start: "x", err: &statusError{path: "/", code: 400}, want: "ALLOWED_HOSTS"},
+		{start: "x", err: &statusError{path: "/", code: 503}},
+		{start: "gunicorn app:app", err: ErrUnhealthy, output: []string{"sh: 1: gunicorn: not found"}, want: "was not found"},
+		{start: "x", err: errors.New("no answer")},
+	}
+	for _, c := range cases {
+		got := hintFor(c.start, c.err, c.output, c.own)
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("hintFor(%q, %v, %q) = %q, want %q", c.start, c.err, c.output, got, c.want)
+		}
+	}
+}
+
+func TestDefiniteAnswers(t *testing.T) {
+	for code, want := range map[int]bool{301: true, 302: true, 400: true, 401: true, 404: true, 408: false, 429: false, 500: false, 503: false} {
+		if got := (&statusError{code: code}).definite(); got != want {
+			t.Errorf("HTTP %d definite = %v, want %v", code, got, want)
+		}
+	}
+}
+
+func TestProcAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"0100007F:1F90":                         "127.0.0.1:8080",
+		"00000000:0050":                         "0.0.0.0:80",
+		"00000000000000000000000001000000:0016": "[::1]:22",
+	} {
+		if got := procAddr(in); got != want {
+			t.Errorf("procAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestOwnListenersSeesASocketTheGroupOpened: this test's own process
+// group listens on a port it opened, which is found; the socket passed as
+// inherited is not.
+func TestOwnListenersSeesASocketTheGroupOpened(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	inherited, err := ListenSocket("127.0.0.1:0", "x", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inherited.Close()
+	pgid, err := syscall.Getpgid(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := ownListeners(pgid, []*Socket{inherited})
+	var found bool
+	for _, l := range own {
+		if l.addr == ln.Addr().String() && l.pid == os.Getpid() {
+			found = true
+		}
+		if l.addr == inherited.LocalAddr() {
+			t.Errorf("the inherited socket counts as the group's own: %+v", l)
+		}
+	}
+	if !found {
+		t.Errorf("ownListeners = %+v, want %s of pid %d", own, ln.Addr(), os.Getpid())
+	}
+}
