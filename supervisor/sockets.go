@@ -50,6 +50,7 @@ func SocketFromFile(f *os.File, addr, name string) (*Socket, error) {
 		ln.Close()
 		return nil, err
 	}
+	s.noDelay()
 	return s, nil
 }
 
@@ -89,6 +90,7 @@ func ListenSocket(addr, name string, wait time.Duration) (*Socket, error) {
 				ln.Close()
 				return nil, err
 			}
+			s.noDelay()
 			return s, nil
 		}
 		// A previous daemon's workers may still be draining on this port.
@@ -97,6 +99,17 @@ func ListenSocket(addr, name string, wait time.Duration) (*Socket, error) {
 		}
 		time.Sleep(100 * time.Millisecond) // bounded by deadline: the kernel gives no event for a port freed
 	}
+}
+
+// noDelay sets TCP_NODELAY on the listening socket, as systemd's
+// NoDelay=yes does: every connection accepted from it starts with Nagle's
+// algorithm off, whatever the server does. Servers that never set it on
+// the connections of an inherited socket (uvicorn treats fd 3 as if it
+// could be a Unix socket) otherwise answer small responses after the
+// delayed-ACK timer: 40 ms each on keep-alive. A server may still turn it
+// on again per connection.
+func (s *Socket) noDelay() {
+	_ = unix.SetsockoptInt(s.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 }
 
 // readFD fetches the raw descriptor through SyscallConn, which, unlike

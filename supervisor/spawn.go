@@ -95,7 +95,8 @@ func markInheritedCloexec() {
 }
 
 // childEnv is base without the daemon's own socket-activation, notify and
-// deployer variables, plus extra, plus LISTEN_FDS/LISTEN_FDNAMES.
+// deployer variables, plus extra, plus LISTEN_FDS/LISTEN_FDNAMES and
+// DEPLOYER_LISTEN_0… (each socket's address).
 func childEnv(base []string, extra map[string]string, sockets []*Socket) []string {
 	var env []string
 	for _, kv := range base {
@@ -114,6 +115,11 @@ func childEnv(base []string, extra map[string]string, sockets []*Socket) []strin
 	}
 	if len(sockets) > 0 {
 		env = append(env, "LISTEN_FDS="+strconv.Itoa(len(sockets)), "LISTEN_FDNAMES="+fdNames(sockets))
+	}
+	// For servers that take an inherited socket only by its address (puma's
+	// --bind-to-activated-sockets matches binds to them by address).
+	for i, s := range sockets {
+		env = append(env, "DEPLOYER_LISTEN_"+strconv.Itoa(i)+"="+s.LocalAddr())
 	}
 	return env
 }

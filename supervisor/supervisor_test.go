@@ -217,7 +217,7 @@ func TestWorkerGetsOnlyItsDescriptorsAndProtocolEnv(t *testing.T) {
 	want := map[string]string{
 		"LISTEN_FDS": "1", "LISTEN_PID": strconv.Itoa(pid), "LISTEN_FDNAMES": "t-0",
 		"DEPLOYER_APP": "t", "DEPLOYER_RELEASE": "v1", "DEPLOYER_REVISION": "abc", "DEPLOYER_WORKER": "0",
-		"GREETING": "hi",
+		"GREETING": "hi", "DEPLOYER_LISTEN_0": ss[0].LocalAddr(),
 	}
 	for k, v := range want {
 		if env[k] != v {
@@ -226,6 +226,30 @@ func TestWorkerGetsOnlyItsDescriptorsAndProtocolEnv(t *testing.T) {
 	}
 	if _, ok := env["NOTIFY_SOCKET"]; ok {
 		t.Error("the daemon's NOTIFY_SOCKET leaked into the worker")
+	}
+}
+
+// TestConnectionsOfTheAppSocketHaveNoDelay: the daemon's sockets set
+// TCP_NODELAY, and a connection accepted from one has it without the
+// server setting it, as with systemd's NoDelay=yes.
+func TestConnectionsOfTheAppSocketHaveNoDelay(t *testing.T) {
+	s, err := ListenSocket("127.0.0.1:0", "t", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.Dial("tcp", s.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var nfd int
+	if err := s.Control(func(fd int) { nfd, _, err = unix.Accept(fd) }); err != nil || nfd <= 0 {
+		t.Fatalf("accept: %v", err)
+	}
+	defer unix.Close(nfd)
+	if v, err := unix.GetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
+		t.Fatalf("TCP_NODELAY on an accepted connection = %d, %v; want on", v, err)
 	}
 }
 
