@@ -142,15 +142,47 @@ func (j *job) reload(by string) error {
 // app's repository, without a push: on this host alone, unless toFleet.
 func (a *App) deployRev(wait context.Context, rev, by string, toFleet bool, out io.Writer) error {
 	branch := a.settings().Branch
+	ref := branchRef(branch)
 	if rev == "" {
 		rev = branch
+		if _, err := a.repo.Resolve(ref); err != nil {
+			// A first push that failed leaves no branch: its revision,
+			// the last one pushed, is what "deploy it again" means.
+			last, ok := a.lastPushed(branch)
+			if !ok {
+				return fmt.Errorf("%s has no revision to deploy yet: push one, or name it: deployer deploy %s REV", branch, a.name)
+			}
+			if out == nil {
+				out = io.Discard
+			}
+			fmt.Fprintf(out, "-----> %s was never deployed; deploying the last revision pushed to it, %s (%s, %s)\n",
+				branch, short(last.Revision), last.ID, last.Status)
+			rev = last.Revision
+		}
 	}
 	hash, err := a.repo.ResolveRevision(rev)
 	if err != nil {
 		return err
 	}
-	ref := branchRef(branch)
 	return a.deploy(wait, Push{Ref: ref, Old: head(a.repo, ref), New: hash, Pusher: by, Local: !toFleet}, out)
+}
+
+// lastPushed is the newest release of branch whose revision the
+// repository still has.
+func (a *App) lastPushed(branch string) (*releases.Release, bool) {
+	list, err := a.store.List()
+	if err != nil {
+		return nil, false
+	}
+	for _, r := range list {
+		if r.Branch != branch && r.Branch != "" {
+			continue
+		}
+		if _, err := a.repo.ResolveRevision(r.Revision); err == nil {
+			return r, true
+		}
+	}
+	return nil, false
 }
 
 // CleanupResult says what a cleanup removed or would remove.

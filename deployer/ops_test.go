@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -198,5 +199,38 @@ func TestDeployRevDeploysTheBranchHeadOrARevision(t *testing.T) {
 	}
 	if err := ta.deployRev(context.Background(), "nosuch", "bob", false, nil); err == nil {
 		t.Fatal("deployed an unknown revision")
+	}
+}
+
+// TestDeployRevAfterAFailedFirstPushDeploysItsRevision: a first push that
+// failed leaves no branch; deploy with no revision then deploys the last
+// one pushed (the fix was outside the repository), and with none pushed
+// says how to go on.
+func TestDeployRevAfterAFailedFirstPushDeploysItsRevision(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "fixed")
+	ta, w := newGitApp(t, func(cfg *testAppConfig) { cfg.Start = "./run"; cfg.Build = "test -f " + flag })
+	if err := ta.deployRev(context.Background(), "", "bob", false, nil); err == nil ||
+		!strings.Contains(err.Error(), "main has no revision to deploy yet: push one, or name it: deployer deploy") {
+		t.Fatalf("deploy with nothing pushed: %v", err)
+	}
+	one := w.commit("one", map[string]string{"a": "1"})
+	if err := ta.push(w, one, nil); err == nil {
+		t.Fatal("the first push deployed with its build failing")
+	}
+	if _, err := w.bare.Resolve(branchRef("main")); err == nil {
+		t.Fatal("a failed first push made the branch")
+	}
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := ta.deployRev(context.Background(), "", "bob", false, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if rel, _ := ta.store.Get("v2"); rel.Revision != one || rel.Status != releases.Live {
+		t.Fatalf("v2: %+v", rel)
+	}
+	if !strings.Contains(out.String(), "main was never deployed; deploying the last revision pushed to it, "+one[:7]+" (v1, failed)") {
+		t.Fatalf("output:\n%s", out.String())
 	}
 }

@@ -201,3 +201,29 @@ func TestLogsShowWorkerOutputAndBuildLogs(t *testing.T) {
 		t.Fatalf("logs -n 1:\n%q", tail)
 	}
 }
+
+// TestDeployAfterAFailedFirstPush: the first push fails (its build needs a
+// file the operator has not made yet), so the branch was never made;
+// `deployer deploy hello` then deploys the revision that push brought.
+func TestDeployAfterAFailedFirstPush(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "fixed")
+	d := newDaemon(t, "")
+	cfg, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.stop()
+	os.WriteFile(d.config, []byte(strings.Replace(string(cfg), `build: "go build -o bin/hello ."`,
+		`build: "test -f `+flag+` && go build -o bin/hello ."`, 1)), 0o644)
+	d.start()
+	r := newAppRepo(t)
+	if out, err := r.push(d.url(testToken)); err == nil {
+		t.Fatalf("the first push deployed with its build failing:\n%s", out)
+	}
+	os.WriteFile(flag, nil, 0o644)
+	out := d.mustCLI("deploy", "hello")
+	if !strings.Contains(out, "main was never deployed; deploying the last revision pushed to it") {
+		t.Fatalf("deploy:\n%s", out)
+	}
+	d.serves("v2")
+}
