@@ -70,20 +70,20 @@ func NewMux(api API) *http.ServeMux {
 		var req DeployRequest
 		if Decode(w, r, &req) {
 			Stream(w, func(out io.Writer) error {
-				return api.DeployRev(r.Context(), r.PathValue("app"), req.Rev, req.By, req.Fleet, out)
+				return api.DeployRev(r.Context(), r.PathValue("app"), req.Rev, Invoker(r, req.By), req.Fleet, out)
 			})
 		}
 	})
 	mux.HandleFunc("POST /v1/apps/{app}/rollback", func(w http.ResponseWriter, r *http.Request) {
 		var req RollbackRequest
 		if Decode(w, r, &req) {
-			Stream(w, func(out io.Writer) error { return api.Rollback(r.Context(), r.PathValue("app"), req.To, req.By, out) })
+			Stream(w, func(out io.Writer) error { return api.Rollback(r.Context(), r.PathValue("app"), req.To, Invoker(r, req.By), out) })
 		}
 	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		var req ReloadRequest
 		if Decode(w, r, &req) {
-			Stream(w, func(out io.Writer) error { return api.Reload(r.Context(), req.App, req.By, out) })
+			Stream(w, func(out io.Writer) error { return api.Reload(r.Context(), req.App, Invoker(r, req.By), out) })
 		}
 	})
 	mux.HandleFunc("POST /v1/apps/{app}/cleanup", func(w http.ResponseWriter, r *http.Request) {
@@ -95,13 +95,13 @@ func NewMux(api API) *http.ServeMux {
 		if req.Keep != nil {
 			keep = *req.Keep
 		}
-		res, err := api.Cleanup(r.Context(), r.PathValue("app"), keep, req.DryRun, req.By)
+		res, err := api.Cleanup(r.Context(), r.PathValue("app"), keep, req.DryRun, Invoker(r, req.By))
 		Reply(w, res, err)
 	})
 	mux.HandleFunc("POST /v1/apps/{app}/cancel", func(w http.ResponseWriter, r *http.Request) {
 		var req CancelRequest
 		if Decode(w, r, &req) {
-			what, err := api.Cancel(r.PathValue("app"), req.By)
+			what, err := api.Cancel(r.PathValue("app"), Invoker(r, req.By))
 			Reply(w, CancelResult{Cancelled: what}, err)
 		}
 	})

@@ -28,7 +28,7 @@ func (s *Server) controlHandler(d *deployer.Daemon) http.Handler {
 		var req control.RollbackRequest
 		if control.Decode(w, r, &req) {
 			control.Stream(w, func(out io.Writer) error {
-				return s.fleetRollback(r.Context(), d, r.PathValue("app"), req.To, req.By, out)
+				return s.fleetRollback(r.Context(), d, r.PathValue("app"), req.To, control.Invoker(r, req.By), out)
 			})
 		}
 	})

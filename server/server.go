@@ -349,7 +349,7 @@ func (s *Server) serve() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := s.d
-	s.ctl = &http.Server{Handler: s.controlHandler(d)}
+	s.ctl = &http.Server{Handler: s.controlHandler(d), ConnContext: control.ConnContext}
 	go s.ctl.Serve(s.ctlLn)
 	limits := gitserver.Limits{
 		MaxConns: s.cfg.Git.MaxConnections, Handshake: s.cfg.Git.HandshakeTimeout,

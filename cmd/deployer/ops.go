@@ -18,8 +18,13 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// who names the person running a client command, for the ledger.
+// who names the person running a client command, for the ledger: under
+// sudo, the user who ran sudo. The daemon adds the user the command runs
+// as, from the control socket's peer credentials.
 func who() string {
+	if u := os.Getenv("SUDO_USER"); u != "" && os.Geteuid() == 0 {
+		return u
+	}
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		return u.Username
 	}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -221,9 +222,23 @@ func TestDeployAfterAFailedFirstPush(t *testing.T) {
 		t.Fatalf("the first push deployed with its build failing:\n%s", out)
 	}
 	os.WriteFile(flag, nil, 0o644)
-	out := d.mustCLI("deploy", "hello")
-	if !strings.Contains(out, "main was never deployed; deploying the last revision pushed to it") {
-		t.Fatalf("deploy:\n%s", out)
+	// Run as under sudo: the ledger names the person and the user.
+	cmd := exec.Command(daemonBin, "deploy", "hello", "-c", d.config)
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "SUDO_USER=carol")
+	b, err := cmd.CombinedOutput()
+	if out := string(b); err != nil || !strings.Contains(out, "main was never deployed; deploying the last revision pushed to it") {
+		t.Fatalf("deploy: %v\n%s", err, out)
 	}
 	d.serves("v2")
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := me.Username
+	if os.Geteuid() == 0 {
+		want = "carol (as " + me.Username + ")"
+	}
+	if by := d.release("v2")["pusher"]; by != want {
+		t.Fatalf("v2 was deployed by %q, want %q", by, want)
+	}
 }
