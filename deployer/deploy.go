@@ -180,7 +180,7 @@ func (j *job) build(rel *releases.Release, commit Commit, previous string) (bt b
 	if err := j.save(rel); err != nil {
 		return bt, "save", err
 	}
-	if err := j.hook(j.ctx, "release", j.cfg.Hooks.Release, dir, env); err != nil {
+	if err := j.hook(j.ctx, "release", j.releaseCommand(commit.Tree), dir, env); err != nil {
 		return bt, "hooks.release", err
 	}
 	return bt, "", nil

@@ -145,6 +145,39 @@ func TestDeployBuildsChecksOutAndPutsTheReleaseLive(t *testing.T) {
 	contains(t, "output", out.String(), "Linked shared paths: data/ config.ini")
 }
 
+// TestProcfileReleaseLineRunsAsTheReleaseHook: Heroku's release: line runs
+// where hooks.release would, before preflight, when the config sets none;
+// a configured hooks.release wins; a failing release: line rejects.
+func TestProcfileReleaseLineRunsAsTheReleaseHook(t *testing.T) {
+	ta, w := newGitApp(t, nil)
+	rev := w.commit("one", map[string]string{"Procfile": "# a comment: not a process\nweb: ./serve\nrelease: echo $DEPLOYER_RELEASE > release.ran\n"})
+	var out syncBuf
+	if err := ta.push(w, rev, &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if b, _ := os.ReadFile(filepath.Join(ta.store.Dir("v1"), "release.ran")); string(b) != "v1\n" {
+		t.Fatalf("release.ran: %q\n%s", b, out.String())
+	}
+	contains(t, "output", out.String(), "Running release hook: echo $DEPLOYER_RELEASE > release.ran")
+
+	rev = w.commit("two", map[string]string{"Procfile": "web: ./serve\nrelease: exit 3\n"})
+	if err := ta.push(w, rev, &out); err == nil || ta.current() != "v1" {
+		t.Fatalf("a failing release: line deployed: %v, live %s", err, ta.current())
+	}
+
+	ta2, w2 := newGitApp(t, func(cfg *testAppConfig) { cfg.Hooks.Release = "touch configured.ran" })
+	rev = w2.commit("one", map[string]string{"Procfile": "web: ./serve\nrelease: touch procfile.ran\n"})
+	if err := ta2.push(w2, rev, &out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(ta2.store.Dir("v1"), "configured.ran")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(ta2.store.Dir("v1"), "procfile.ran")); err == nil {
+		t.Fatal("the Procfile's release: line ran besides hooks.release")
+	}
+}
+
 // TestFailedBuildIsRecordedRunsOnFailureAndChangesNothing.
 func TestFailedBuildIsRecordedRunsOnFailureAndChangesNothing(t *testing.T) {
 	ta, w := newGitApp(t, func(cfg *testAppConfig) {

@@ -93,7 +93,7 @@ func (j *job) startCommand(tree string) (string, error) {
 	if j.cfg.Start != "" {
 		return j.cfg.Start, nil
 	}
-	b, err := j.repo.File(tree, "Procfile", maxProcfile)
+	lines, err := j.procfile(tree)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("%w: set apps.%s.start or add a Procfile with a web: line", ErrNoStart, j.cfg.Name)
@@ -104,12 +104,38 @@ func (j *job) startCommand(tree string) (string, error) {
 	case err != nil:
 		return "", err
 	}
-	for line := range strings.Lines(string(b)) {
-		if cmd, ok := strings.CutPrefix(strings.TrimSpace(line), "web:"); ok && strings.TrimSpace(cmd) != "" {
-			return strings.TrimSpace(cmd), nil
-		}
+	if cmd := lines["web"]; cmd != "" {
+		return cmd, nil
 	}
 	return "", fmt.Errorf("%w: the Procfile has no web: line; set apps.%s.start", ErrNoStart, j.cfg.Name)
+}
+
+// releaseCommand is hooks.release, else the release: line of the Procfile
+// in tree (Heroku's release phase), else "".
+func (j *job) releaseCommand(tree string) string {
+	if j.cfg.Hooks.Release != "" {
+		return j.cfg.Hooks.Release
+	}
+	lines, _ := j.procfile(tree) // a Procfile that cannot be read has no release: line
+	return lines["release"]
+}
+
+// procfile reads the Procfile in tree: process type -> command, the first
+// line of each type.
+func (j *job) procfile(tree string) (map[string]string, error) {
+	b, err := j.repo.File(tree, "Procfile", maxProcfile)
+	if err != nil {
+		return nil, err
+	}
+	lines := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		name, cmd, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, cmd = strings.TrimSpace(name), strings.TrimSpace(cmd)
+		if ok && cmd != "" && !strings.ContainsAny(name, " \t#") && lines[name] == "" {
+			lines[name] = cmd
+		}
+	}
+	return lines, nil
 }
 
 // limits are the app's limits in cgroup terms.
