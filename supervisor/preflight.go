@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/deployer/deployer/internal/account"
@@ -35,7 +38,7 @@ func (p Probe) check(ctx context.Context, client *http.Client, addr string) erro
 	case p.HTTPPath != "":
 		resp, err := probeHTTP(ctx, client, "http://"+addr+p.HTTPPath)
 		if err != nil {
-			return err
+			return probeFailed(ctx, p.HTTPPath, client.Timeout, err)
 		}
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
 			return &statusError{path: p.HTTPPath, code: resp.StatusCode, location: resp.Header.Get("Location")}
@@ -178,7 +181,7 @@ func preflightEnded(parent context.Context, probe Probe, why string) error {
 	if err := context.Cause(parent); err != nil {
 		return fmt.Errorf("stopped (%s): %w", why, err)
 	}
-	return fmt.Errorf("%w: %s after %s", ErrUnhealthy, why, probe.Timeout)
+	return fmt.Errorf("%w after %s: %s", ErrUnhealthy, probe.Timeout, why)
 }
 
 // probeClient makes one probe request per connection and never follows a
@@ -190,6 +193,24 @@ func probeClient(timeout time.Duration) *http.Client {
 		Transport:     &http.Transport{DisableKeepAlives: true},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// probeFailed says why a probe got no answer, without net/http's wording.
+// An error of the caller's context ending is passed as it is: it is not the
+// app's doing.
+func probeFailed(ctx context.Context, path string, timeout time.Duration, err error) error {
+	var ne net.Error
+	switch {
+	case ctx.Err() != nil:
+		return err
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("GET %s: no answer within %s", path, timeout)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("GET %s: connection refused", path)
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("GET %s: the connection was closed without an answer", path)
+	}
+	return fmt.Errorf("GET %s: %w", path, err)
 }
 
 // probeHTTP GETs url; the response's body is closed.
