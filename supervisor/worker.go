@@ -1,7 +1,7 @@
 package supervisor
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -535,13 +535,61 @@ func (w *worker) copyOutput(proc *process) {
 	go func() {
 		defer close(done)
 		prefix := fmt.Sprintf("[%s w%d %d] ", w.spec.release, w.spec.index, proc.pid)
-		sc := bufio.NewScanner(proc.out)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			w.tail.add(sc.Text())
-			fmt.Fprintf(w.spec.log, "%s%s\n", prefix, sc.Text())
-		}
+		relayOutput(proc.out, w.spec.log, prefix, w.tail)
 	}()
+}
+
+// relayLinger is how long the relay lets a slow trickle of output gather
+// in the pipe before it reads again, and relaySmall what counts as a
+// trickle. An access log flushed line by line would otherwise cost a
+// read, a prefixed write and two wake-ups per line; gathered, it costs
+// that per batch. Output reaches the log at most relayLinger later.
+const (
+	relayLinger = 20 * time.Millisecond
+	relaySmall  = 4096
+	relayBuffer = 64 * 1024 // also the longest line: a longer one is cut into pieces
+)
+
+// relayOutput copies r to log line by line, each line prefixed, in one
+// write per read, keeping the last lines in tail, until r ends.
+func relayOutput(r io.Reader, log io.Writer, prefix string, tail *tailBuffer) {
+	buf := make([]byte, relayBuffer)
+	var out []byte
+	held := 0 // bytes of an unfinished line at the start of buf
+	emit := func(line []byte) {
+		tail.add(string(line))
+		out = append(out, prefix...)
+		out = append(out, line...)
+		out = append(out, '\n')
+	}
+	for {
+		n, err := r.Read(buf[held:])
+		held += n
+		out = out[:0]
+		start := 0
+		for {
+			i := bytes.IndexByte(buf[start:held], '\n')
+			if i < 0 {
+				break
+			}
+			emit(buf[start : start+i])
+			start += i + 1
+		}
+		if start == 0 && held == len(buf) || err != nil && held > start {
+			emit(buf[start:held]) // a line too long for the buffer, or the last one, unfinished
+			start = held
+		}
+		held = copy(buf, buf[start:held])
+		if len(out) > 0 {
+			_, _ = log.Write(out)
+		}
+		if err != nil {
+			return
+		}
+		if n < relaySmall {
+			time.Sleep(relayLinger)
+		}
+	}
 }
 
 // waitOutput gives the output copier a moment to take the last lines after

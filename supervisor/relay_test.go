@@ -1,0 +1,53 @@
+package supervisor
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+)
+
+// countingWriter counts the writes it gets.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.writes++; return c.Buffer.Write(p) }
+
+// TestRelayOutputPrefixesEveryLineInOneWritePerRead: lines that arrive
+// together go out in one write, each prefixed; a line longer than the
+// buffer is cut, not dropped, and the relay goes on; an unfinished last
+// line is not lost; the tail keeps the last lines.
+func TestRelayOutputPrefixesEveryLineInOneWritePerRead(t *testing.T) {
+	long := strings.Repeat("x", relayBuffer+10)
+	in := "one\ntwo\n" + long + "\nthree\nunfinished"
+	var log countingWriter
+	tail := &tailBuffer{max: 3}
+	relayOutput(strings.NewReader(in), &log, "[p] ", tail)
+	want := "[p] one\n[p] two\n[p] " + long[:relayBuffer] + "\n[p] x"
+	if got := log.String(); !strings.HasPrefix(got, want) {
+		t.Fatalf("log starts %q…", got[:min(len(got), 40)])
+	}
+	if !strings.HasSuffix(log.String(), "[p] three\n[p] unfinished\n") {
+		t.Fatalf("log ends …%q", log.String()[max(0, log.Len()-40):])
+	}
+	if got := strings.Count(log.String(), "x"); got != len(long) {
+		t.Fatalf("%d of the long line's %d bytes relayed", got, len(long))
+	}
+	if log.writes > 4 {
+		t.Fatalf("%d writes for four reads", log.writes)
+	}
+	if got := tail.all(); got[len(got)-1] != "unfinished" || got[len(got)-2] != "three" {
+		t.Fatalf("tail %q", got)
+	}
+}
+
+// TestRelayOutputEndsWithItsReader: an empty pipe that ends writes nothing.
+func TestRelayOutputEndsWithItsReader(t *testing.T) {
+	var log countingWriter
+	relayOutput(io.LimitReader(strings.NewReader(""), 0), &log, "[p] ", &tailBuffer{max: 3})
+	if log.writes != 0 {
+		t.Fatalf("%d writes", log.writes)
+	}
+}
