@@ -74,12 +74,20 @@ func requireCommands(t *testing.T, cmds ...string) {
 	}
 }
 
-// requirePython skips t unless python3 can import every module.
+// debianPython is the python3 the Debian packages of the recipes install
+// into; a python3 earlier on the PATH (pyenv, a venv) would not see them.
+const debianPython = "/usr/bin/python3"
+
+// serverPath is the PATH a recipe's daemon runs with: a Debian server's,
+// plus Go's for the Go recipe's build.
+const serverPath = "/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// requirePython skips t unless Debian's python3 can import every module.
 func requirePython(t *testing.T, modules ...string) {
 	t.Helper()
-	requireCommands(t, "python3")
+	requireCommands(t, debianPython)
 	for _, m := range modules {
-		if out, err := exec.Command("python3", "-c", "import "+m).CombinedOutput(); err != nil {
+		if out, err := exec.Command(debianPython, "-c", "import "+m).CombinedOutput(); err != nil {
 			t.Skipf("python3 module %s is not installed (.ci/run installs it): %s", m, bytes.TrimSpace(out))
 		}
 	}
@@ -90,7 +98,7 @@ func requirePython(t *testing.T, modules ...string) {
 func deployRecipe(t *testing.T, name string) (*daemon, *appRepo) {
 	t.Helper()
 	rc := loadRecipe(t, name)
-	d := startAppDaemon(t, rc.app)
+	d := startAppDaemon(t, rc.app, "PATH="+serverPath)
 	r := &appRepo{t: t, dir: filepath.Join(t.TempDir(), name)}
 	if err := os.CopyFS(r.dir, os.DirFS(filepath.Join("../../examples/recipes", name))); err != nil {
 		t.Fatal(err)
@@ -106,8 +114,8 @@ func deployRecipe(t *testing.T, name string) (*daemon, *appRepo) {
 
 // startAppDaemon starts a daemon whose one app, "hello", has the settings
 // app (YAML keys as in a config file) but for listen, a free port, and
-// branch, main.
-func startAppDaemon(t *testing.T, settings map[string]any) *daemon {
+// branch, main. env is added to the daemon's environment.
+func startAppDaemon(t *testing.T, settings map[string]any, env ...string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, dir: t.TempDir(), gitAddr: freeAddr(t), appAddr: freeAddr(t), log: &lockedBuffer{}}
 	for d.appAddr == d.gitAddr {
@@ -134,6 +142,13 @@ func startAppDaemon(t *testing.T, settings map[string]any) *daemon {
 	d.config = filepath.Join(d.dir, "deployer.yaml")
 	if err := os.WriteFile(d.config, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if len(env) > 0 {
+		d.command = func() *exec.Cmd {
+			cmd := exec.Command(daemonBin, "serve", "-c", d.config)
+			cmd.Env = append(os.Environ(), env...)
+			return cmd
+		}
 	}
 	d.start()
 	t.Cleanup(d.stop)

@@ -1,0 +1,5 @@
+# gunicorn reads this file from the working directory: the release.
+# No bind: under deployer gunicorn takes the socket from LISTEN_FDS itself.
+workers = 2
+graceful_timeout = 25   # below the app's drain_timeout (30s)
+accesslog = "-"
