@@ -24,3 +24,23 @@ func TestRecipeDjango(t *testing.T) {
 	}
 	mustDrain(t, d, r, 8)
 }
+
+// TestRecipeUvicornFastAPI: docs/recipes/uvicorn-fastapi.md as written
+// drains; plain `uvicorn --fd 3` in the same swap is measured for the page
+// (it closes idle keep-alive connections at once), not held to zero.
+func TestRecipeUvicornFastAPI(t *testing.T) {
+	requireCommands(t, "uvicorn")
+	requirePython(t, "fastapi", "uvicorn")
+	d, r := deployRecipe(t, "uvicorn-fastapi")
+	mustDrain(t, d, r, 8)
+
+	t.Run("plain_uvicorn_fd_3", func(t *testing.T) {
+		rc := loadRecipe(t, "uvicorn-fastapi")
+		rc.app["start"] = "uvicorn --fd 3 main:app"
+		d := startAppDaemon(t, rc.app, "PATH="+serverPath)
+		r.git("checkout", "-q", "HEAD~1")
+		r.git("checkout", "-q", "-B", "main")
+		r.mustPush(d)
+		swapUnderLoad(t, d, r, 8)
+	})
+}
