@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // PreflightError is a failed preflight: the reason, what to change when
@@ -105,16 +104,16 @@ func (e *statusError) definite() bool {
 	return e.code >= 300 && e.code < 500
 }
 
-// ownListeners finds the TCP sockets the processes of process group pgid
-// listen on and did not inherit: inherited are the daemon's sockets the
-// instance got. Best effort: what /proc does not show is left out.
-func ownListeners(pgid int, inherited []*Socket) []ownListener {
+// ownListeners finds the TCP sockets process pid and those below it listen
+// on and did not inherit: inherited are the daemon's sockets the instance
+// got. Best effort: what /proc does not show is left out.
+func ownListeners(pid int, inherited []*Socket) []ownListener {
 	listening := map[uint64]string{} // inode -> address
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		readListening(f, listening)
 	}
 	for _, s := range inherited {
-		if ino, ok := socketInode(s); ok {
+		if ino, err := s.inode(); err == nil {
 			delete(listening, ino)
 		}
 	}
@@ -122,7 +121,7 @@ func ownListeners(pgid int, inherited []*Socket) []ownListener {
 		return nil
 	}
 	var out []ownListener
-	for _, pid := range groupMembers(pgid) {
+	for _, pid := range descendants(pid) {
 		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		if err != nil {
 			continue
@@ -146,14 +145,27 @@ func ownListeners(pgid int, inherited []*Socket) []ownListener {
 	return out
 }
 
-// socketInode is the inode of s's socket.
-func socketInode(s *Socket) (uint64, bool) {
-	var st syscall.Stat_t
-	var err error
-	if cerr := s.Control(func(fd int) { err = syscall.Fstat(fd, &st) }); cerr != nil || err != nil {
-		return 0, false
+// instanceHolds reports whether the process pid or one below it holds a
+// descriptor of one of the sockets; known is false when that could not be
+// told (then nothing may be concluded).
+func instanceHolds(pid int, sockets []*Socket) (holds, known bool) {
+	inodes := map[uint64]bool{}
+	for _, s := range sockets {
+		ino, err := s.inode()
+		if err != nil {
+			return false, false
+		}
+		inodes[ino] = true
 	}
-	return st.Ino, true
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/fd", pid)); err != nil {
+		return false, false
+	}
+	for _, p := range descendants(pid) {
+		if holdsAny(p, inodes) {
+			return true, true
+		}
+	}
+	return false, true
 }
 
 // readListening adds the listening sockets of a /proc/net/tcp{,6} table.
@@ -191,25 +203,6 @@ func procAddr(s string) string {
 		b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
 	}
 	return net.JoinHostPort(net.IP(b).String(), strconv.FormatUint(p, 10))
-}
-
-// groupMembers lists the processes of process group pgid.
-func groupMembers(pgid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if g, err := syscall.Getpgid(pid); err == nil && g == pgid {
-			out = append(out, pid)
-		}
-	}
-	return out
 }
 
 // environValue reads one variable of a process's environment as exec'd.

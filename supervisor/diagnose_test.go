@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -77,11 +76,7 @@ func TestOwnListenersSeesASocketTheGroupOpened(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer inherited.Close()
-	pgid, err := syscall.Getpgid(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	own := ownListeners(pgid, []*Socket{inherited})
+	own := ownListeners(os.Getpid(), []*Socket{inherited})
 	var found bool
 	for _, l := range own {
 		if l.addr == ln.Addr().String() && l.pid == os.Getpid() {

@@ -126,6 +126,7 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 	defer tick.Stop()
 	last, finished := "no answer", false
 	definite, definiteSince := 0, time.Time{} // answers in a row that say the path is wrong
+	var lastHeld time.Time                     // when the instance was last seen holding its sockets
 	for {
 		err := probe.check(ctx, client, addr)
 		if err == nil {
@@ -155,6 +156,17 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 		} else {
 			definite = 0
 		}
+		// An instance that let go of every socket it inherited can never
+		// answer on them (puma closes an "unused activated socket"): say
+		// so now rather than after Timeout.
+		if time.Since(lastHeld) >= heldCheck && time.Since(started) >= max(spec.MinUptime, heldCheck) {
+			lastHeld = time.Now()
+			if pid := w.Status().PID; pid > 0 {
+				if holds, known := instanceHolds(pid, private); known && !holds {
+					return failed(fmt.Errorf("%w: it closed the socket it inherited (fd 3) and can never answer on it", ErrUnhealthy))
+				}
+			}
+		}
 		select {
 		case <-w.Done():
 			return failed(fmt.Errorf("%w: %w", ErrUnhealthy, w.Err()))
@@ -172,6 +184,10 @@ const (
 	definiteAnswers = 5
 	definiteFor     = time.Second
 )
+
+// heldCheck paces the look (in /proc) at whether the preflight instance
+// still holds the sockets it inherited.
+const heldCheck = time.Second
 
 // preflightEnded is Preflight's error once its context is done. When
 // probe.Timeout ran out the release is unhealthy and why says what the
