@@ -41,3 +41,11 @@ func TestPumaWithoutActivatedSocketsIsExplained(t *testing.T) {
 		}
 	}
 }
+
+// TestRecipeExpress: docs/recipes/express.md as written; the build
+// installs Express from the npm registry.
+func TestRecipeExpress(t *testing.T) {
+	requireCommands(t, "node", "npm")
+	d, r := deployRecipe(t, "express")
+	mustDrain(t, d, r, 8)
+}
