@@ -49,3 +49,11 @@ func TestRecipeExpress(t *testing.T) {
 	d, r := deployRecipe(t, "express")
 	mustDrain(t, d, r, 8)
 }
+
+// TestRecipeGoSystemd: docs/recipes/go-systemd.md as written; the build
+// fetches go-systemd through the Go module proxy (or the module cache).
+func TestRecipeGoSystemd(t *testing.T) {
+	requireCommands(t, "go")
+	d, r := deployRecipe(t, "go-systemd")
+	mustDrain(t, d, r, 8)
+}
