@@ -11,7 +11,7 @@ import (
 func TestRecipePumaSinatra(t *testing.T) {
 	requireCommands(t, "puma", "ruby")
 	d, r := deployRecipe(t, "puma-sinatra")
-	swapUnderLoad(t, d, r, 8)
+	mustDrain(t, d, r, 8)
 }
 
 // TestPumaWithoutActivatedSocketsIsExplained: puma's default keeps an
