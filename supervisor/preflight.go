@@ -182,7 +182,7 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 // preflight ends then, not after health.timeout.
 const (
 	definiteAnswers = 5
-	definiteFor     = time.Second
+	definiteFor     = 2 * time.Second
 )
 
 // heldCheck paces the look (in /proc) at whether the preflight instance
