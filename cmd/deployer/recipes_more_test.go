@@ -9,6 +9,7 @@ import (
 
 // TestRecipePumaSinatra: docs/recipes/puma-sinatra.md as written.
 func TestRecipePumaSinatra(t *testing.T) {
+	t.Parallel() // each its own daemon and ports; about 15s each, mostly waiting
 	requireCommands(t, "puma", "ruby")
 	d, r := deployRecipe(t, "puma-sinatra")
 	mustDrain(t, d, r, 8)
@@ -45,6 +46,7 @@ func TestPumaWithoutActivatedSocketsIsExplained(t *testing.T) {
 // TestRecipeExpress: docs/recipes/express.md as written; the build
 // installs Express from the npm registry.
 func TestRecipeExpress(t *testing.T) {
+	t.Parallel() // each its own daemon and ports; about 15s each, mostly waiting
 	requireCommands(t, "node", "npm")
 	d, r := deployRecipe(t, "express")
 	mustDrain(t, d, r, 8)
@@ -53,6 +55,7 @@ func TestRecipeExpress(t *testing.T) {
 // TestRecipeGoSystemd: docs/recipes/go-systemd.md as written; the build
 // fetches go-systemd through the Go module proxy (or the module cache).
 func TestRecipeGoSystemd(t *testing.T) {
+	t.Parallel() // each its own daemon and ports; about 15s each, mostly waiting
 	requireCommands(t, "go")
 	d, r := deployRecipe(t, "go-systemd")
 	mustDrain(t, d, r, 8)

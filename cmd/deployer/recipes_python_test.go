@@ -7,6 +7,7 @@ import (
 
 // TestRecipeGunicornFlask: docs/recipes/gunicorn-flask.md as written.
 func TestRecipeGunicornFlask(t *testing.T) {
+	t.Parallel() // each its own daemon and ports; about 15s each, mostly waiting
 	requireCommands(t, "gunicorn")
 	requirePython(t, "flask")
 	d, r := deployRecipe(t, "gunicorn-flask")
@@ -16,6 +17,7 @@ func TestRecipeGunicornFlask(t *testing.T) {
 // TestRecipeDjango: docs/recipes/django.md as written; the migration ran
 // against the shared database before the release answered.
 func TestRecipeDjango(t *testing.T) {
+	t.Parallel() // each its own daemon and ports; about 15s each, mostly waiting
 	requireCommands(t, "gunicorn")
 	requirePython(t, "django")
 	d, r := deployRecipe(t, "django")
@@ -29,6 +31,7 @@ func TestRecipeDjango(t *testing.T) {
 // drains; plain `uvicorn --fd 3` in the same swap is measured for the page
 // (it closes idle keep-alive connections at once), not held to zero.
 func TestRecipeUvicornFastAPI(t *testing.T) {
+	t.Parallel() // each its own daemon and ports; about 15s each, mostly waiting
 	requireCommands(t, "uvicorn")
 	requirePython(t, "fastapi", "uvicorn")
 	d, r := deployRecipe(t, "uvicorn-fastapi")
