@@ -77,7 +77,9 @@ func NewMux(api API) *http.ServeMux {
 	mux.HandleFunc("POST /v1/apps/{app}/rollback", func(w http.ResponseWriter, r *http.Request) {
 		var req RollbackRequest
 		if Decode(w, r, &req) {
-			Stream(w, func(out io.Writer) error { return api.Rollback(r.Context(), r.PathValue("app"), req.To, Invoker(r, req.By), out) })
+			Stream(w, func(out io.Writer) error {
+				return api.Rollback(r.Context(), r.PathValue("app"), req.To, Invoker(r, req.By), out)
+			})
 		}
 	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {

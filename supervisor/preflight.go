@@ -126,7 +126,7 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 	defer tick.Stop()
 	last, finished := "no answer", false
 	definite, definiteSince := 0, time.Time{} // answers in a row that say the path is wrong
-	var lastHeld time.Time                     // when the instance was last seen holding its sockets
+	var lastHeld time.Time                    // when the instance was last seen holding its sockets
 	for {
 		err := probe.check(ctx, client, addr)
 		if err == nil {
