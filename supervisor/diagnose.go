@@ -147,22 +147,28 @@ func ownListeners(pid int, inherited []*Socket) []ownListener {
 
 // instanceHolds reports whether the process pid or one below it holds a
 // descriptor of one of the sockets; known is false when that could not be
-// told (then nothing may be concluded).
+// told, for one process whose descriptors could not be read (a daemon
+// without CAP_SYS_PTRACE looking at another user's process) makes "none
+// holds it" unprovable.
 func instanceHolds(pid int, sockets []*Socket) (holds, known bool) {
-	inodes := map[uint64]bool{}
+	want := map[string]bool{}
 	for _, s := range sockets {
 		ino, err := s.inode()
 		if err != nil {
 			return false, false
 		}
-		inodes[ino] = true
-	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d/fd", pid)); err != nil {
-		return false, false
+		want["socket:["+strconv.FormatUint(ino, 10)+"]"] = true
 	}
 	for _, p := range descendants(pid) {
-		if holdsAny(p, inodes) {
-			return true, true
+		dir := fmt.Sprintf("/proc/%d/fd", p)
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			return false, false
+		}
+		for _, fd := range fds {
+			if link, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && want[link] {
+				return true, true
+			}
 		}
 	}
 	return false, true

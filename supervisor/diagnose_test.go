@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -88,5 +89,36 @@ func TestOwnListenersSeesASocketTheGroupOpened(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("ownListeners = %+v, want %s of pid %d", own, ln.Addr(), os.Getpid())
+	}
+}
+
+// TestInstanceHolds: this process holds the socket; a process whose
+// descriptors cannot be read proves nothing.
+func TestInstanceHolds(t *testing.T) {
+	s, err := ListenSocket("127.0.0.1:0", "x", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if holds, known := instanceHolds(os.Getpid(), []*Socket{s}); !holds || !known {
+		t.Fatalf("this process: holds %v known %v", holds, known)
+	}
+	other, err := ListenSocket("127.0.0.1:0", "y", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	// A child that inherited nothing holds neither.
+	child := exec.Command("sleep", "30")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	if holds, known := instanceHolds(child.Process.Pid, []*Socket{other}); holds || !known {
+		t.Fatalf("a child that inherited nothing: holds %v known %v", holds, known)
+	}
+	// A pid that does not exist cannot be read: unknown, not "holds none".
+	if holds, known := instanceHolds(1<<30, []*Socket{other}); holds || known {
+		t.Fatalf("no such pid: holds %v known %v", holds, known)
 	}
 }
