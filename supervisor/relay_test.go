@@ -51,3 +51,33 @@ func TestRelayOutputEndsWithItsReader(t *testing.T) {
 		t.Fatalf("%d writes", log.writes)
 	}
 }
+
+// repeatReader is an endless stream of one byte.
+type repeatReader byte
+
+func (r repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r)
+	}
+	return len(p), nil
+}
+
+// TestRelayOutputOfMegabytesWithoutANewline: 10 MiB with no newline is
+// relayed whole, in pieces of the buffer's size, without holding it all.
+func TestRelayOutputOfMegabytesWithoutANewline(t *testing.T) {
+	const size = 10 << 20
+	var log countingWriter
+	tail := &tailBuffer{max: 2}
+	relayOutput(io.LimitReader(repeatReader('x'), size), &log, "[p] ", tail)
+	if got := strings.Count(log.String(), "x"); got != size {
+		t.Fatalf("%d of %d bytes relayed", got, size)
+	}
+	if lines, want := strings.Count(log.String(), "\n"), size/relayBuffer; lines != want {
+		t.Fatalf("%d pieces, want %d", lines, want)
+	}
+	for _, l := range tail.all() {
+		if len(l) > tailWidth+len("…") {
+			t.Fatalf("the tail keeps a %d-byte line", len(l))
+		}
+	}
+}

@@ -664,7 +664,15 @@ type tailBuffer struct {
 	lines []string
 }
 
+// tailWidth bounds each line the tail keeps: it explains a failure in an
+// error, the ledger and the pusher's output, where a 64 KiB line of base64
+// would drown the rest.
+const tailWidth = 512
+
 func (t *tailBuffer) add(line string) {
+	if len(line) > tailWidth {
+		line = strings.ToValidUTF8(line[:tailWidth], "") + "…"
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.lines = append(t.lines, line)
