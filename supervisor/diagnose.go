@@ -2,9 +2,11 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -43,9 +45,16 @@ type ownListener struct {
 func hintFor(start string, err error, output []string, own []ownListener) string {
 	out := strings.ToLower(strings.Join(output, "\n"))
 	gunicornFD := regexp.MustCompile(`(^|\s)(-b|--bind)[ =]?['"]?fd://`)
-	switch {
-	case strings.Contains(start, "gunicorn") && gunicornFD.MatchString(start):
+	if strings.Contains(start, "gunicorn") && gunicornFD.MatchString(start) {
 		return "gunicorn takes the inherited socket from LISTEN_FDS by itself: drop --bind fd://… from start (docs/recipes/gunicorn-flask.md)"
+	}
+	// An answer came from the socket the instance inherited, so it serves
+	// it: a port of its own (metrics, a debugger) or a bind that failed is
+	// not why it failed, the answer is.
+	if h := answerHint(err); h != "" {
+		return h
+	}
+	switch {
 	case len(own) > 0 && own[0].listenPID != "" && own[0].listenPID != strconv.Itoa(own[0].pid):
 		l := own[0]
 		return fmt.Sprintf("%s (pid %d) ignored the inherited socket because LISTEN_PID is %s, not its own pid, and listens on %s itself: "+
@@ -56,24 +65,30 @@ func hintFor(start string, err error, output []string, own []ownListener) string
 			own[0].comm, own[0].pid, own[0].addr)
 	case strings.Contains(out, "address already in use") || strings.Contains(out, "eaddrinuse"):
 		return "the app tried to bind a port itself: it must serve the socket it inherits as fd 3 (LISTEN_FDS=1) instead; there is no PORT (docs/worker-protocol.md)"
-	}
-	var se *statusError
-	if errors.As(err, &se) {
-		switch {
-		case se.code >= 300 && se.code < 400:
-			to := ""
-			if se.location != "" {
-				to = " to " + se.location
-			}
-			return fmt.Sprintf("GET %s redirects%s (HTTP %d), and the probe does not follow redirects: set health.http to a path that answers 2xx itself", se.path, to, se.code)
-		case se.code == 404 || se.code == 410:
-			return fmt.Sprintf("GET %s answers %d: the app has no such path; set health.http to one it serves with 2xx (or health.tcp: true)", se.path, se.code)
-		case se.code >= 400 && se.code < 500:
-			return fmt.Sprintf("GET %s answers %d: set health.http to a path that answers 2xx without credentials (ALLOWED_HOSTS and the like must accept the probe's Host: 127.0.0.1)", se.path, se.code)
-		}
-	}
-	if strings.Contains(out, ": not found") || strings.Contains(out, "command not found") {
+	case strings.Contains(out, ": not found") || strings.Contains(out, "command not found"):
 		return "the start command was not found: is it installed, on the PATH of the app's user, or built by build?"
+	}
+	return ""
+}
+
+// answerHint says what to change when the probe got an HTTP answer that
+// says the path is wrong; "" otherwise.
+func answerHint(err error) string {
+	var se *statusError
+	if !errors.As(err, &se) {
+		return ""
+	}
+	switch {
+	case se.code >= 300 && se.code < 400:
+		to := ""
+		if se.location != "" {
+			to = " to " + se.location
+		}
+		return fmt.Sprintf("GET %s redirects%s (HTTP %d), and the probe does not follow redirects: set health.http to a path that answers 2xx itself", se.path, to, se.code)
+	case se.code == 404 || se.code == 410:
+		return fmt.Sprintf("GET %s answers %d: the app has no such path; set health.http to one it serves with 2xx (or health.tcp: true)", se.path, se.code)
+	case se.code >= 400 && se.code < 500:
+		return fmt.Sprintf("GET %s answers %d: set health.http to a path that answers 2xx without credentials (ALLOWED_HOSTS and the like must accept the probe's Host: 127.0.0.1)", se.path, se.code)
 	}
 	return ""
 }
@@ -212,15 +227,41 @@ func procAddr(s string) string {
 }
 
 // environValue reads one variable of a process's environment as exec'd.
+// The environment is the app's to size (a quarter of a stack limit it may
+// raise): it is read an entry at a time and only its first environMax
+// bytes, never whole, and the value comes back cut at valueMax.
 func environValue(pid int, key string) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	f, err := os.Open(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil {
 		return ""
 	}
-	for _, kv := range strings.Split(string(b), "\x00") {
-		if v, ok := strings.CutPrefix(kv, key+"="); ok {
-			return v
+	defer f.Close()
+	r := bufio.NewReaderSize(io.LimitReader(f, environMax), 4096)
+	for {
+		entry, err := r.ReadSlice(0)
+		if v, ok := bytes.CutPrefix(entry, []byte(key+"=")); ok {
+			return cut(string(bytes.TrimSuffix(v, []byte{0})), valueMax)
+		}
+		for errors.Is(err, bufio.ErrBufferFull) { // the rest of a long entry
+			_, err = r.ReadSlice(0)
+		}
+		if err != nil {
+			return ""
 		}
 	}
-	return ""
+}
+
+// environMax bounds how much of a process's environment is read, and
+// valueMax a value taken from it: LISTEN_PID is a pid.
+const (
+	environMax = 1 << 20
+	valueMax   = 32
+)
+
+// cut returns s cut at n bytes, marked with "…".
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -120,5 +121,56 @@ func TestInstanceHolds(t *testing.T) {
 	// A pid that does not exist cannot be read: unknown, not "holds none".
 	if holds, known := instanceHolds(1<<30, []*Socket{other}); holds || known {
 		t.Fatalf("no such pid: holds %v known %v", holds, known)
+	}
+}
+
+// TestHintForAnAnswerComesFirst: an instance that answered the probe on
+// the socket it inherited serves it, so a port of its own (a metrics or
+// debug port) or an "address already in use" in its output is not why it
+// failed: the answer is.
+func TestHintForAnAnswerComesFirst(t *testing.T) {
+	notFound := fmt.Errorf("%w: %w", ErrUnhealthy, &statusError{path: "/healthz", code: 404})
+	metrics := []ownListener{{pid: 42, comm: "python3", addr: "127.0.0.1:9090", listenPID: "42"}}
+	shell := []ownListener{{pid: 42, comm: "python3", addr: "127.0.0.1:9090", listenPID: "41"}}
+	for _, c := range []struct {
+		output []string
+		own    []ownListener
+	}{
+		{own: metrics},
+		{own: shell},
+		{output: []string{"metrics: listen 127.0.0.1:9090: address already in use"}},
+	} {
+		if got := hintFor("python3 app.py", notFound, c.output, c.own); !strings.Contains(got, "answers 404") {
+			t.Errorf("hintFor(404, %q, %+v) = %q, want the 404's hint", c.output, c.own, got)
+		}
+	}
+}
+
+// TestEnvironValueReadsLittleOfAHugeEnvironment: a process's environment
+// is the app's to size (up to a quarter of its stack limit, which it may
+// raise); the daemon reads LISTEN_PID from it without taking it whole
+// into memory, and a huge value comes back cut.
+func TestEnvironValueReadsLittleOfAHugeEnvironment(t *testing.T) {
+	big := strings.Repeat("x", 100<<10) // under MAX_ARG_STRLEN (128 KiB)
+	env := []string{"PATH=/usr/bin:/bin"}
+	for i := range 8 {
+		env = append(env, fmt.Sprintf("PAD%d=%s", i, big))
+	}
+	env = append(env, "LISTEN_PID="+big)
+	child := exec.Command("sleep", "30")
+	child.Env = env
+	if err := child.Start(); err != nil {
+		t.Skipf("cannot exec with a 0.9 MiB environment: %v", err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	v := environValue(child.Process.Pid, "LISTEN_PID")
+	runtime.ReadMemStats(&after)
+	if len(v) == 0 || len(v) > 256 || !strings.HasPrefix(v, "xxxx") {
+		t.Errorf("LISTEN_PID of %d bytes read as %d bytes %.10q…", len(big), len(v), v)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 256<<10 {
+		t.Errorf("reading LISTEN_PID from a 0.9 MiB environment allocated %d KiB", got>>10)
 	}
 }
