@@ -1,9 +1,12 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"runtime"
@@ -172,5 +175,31 @@ func TestEnvironValueReadsLittleOfAHugeEnvironment(t *testing.T) {
 	}
 	if got := after.TotalAlloc - before.TotalAlloc; got > 256<<10 {
 		t.Errorf("reading LISTEN_PID from a 0.9 MiB environment allocated %d KiB", got>>10)
+	}
+}
+
+// TestRedirectLocationIsCut: a redirect's Location is the app's to size
+// (net/http takes up to 10 MiB of headers); it ends up in the failure's
+// one-line reason, the ledger, DEPLOYER_ERROR (one variable over 128 KiB
+// makes the on_failure hook's exec fail) and the hint, so it is cut.
+func TestRedirectLocationIsCut(t *testing.T) {
+	long := "/login?next=" + strings.Repeat("a", 1<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, long, http.StatusFound)
+	}))
+	defer srv.Close()
+	err := Probe{HTTPPath: "/"}.Check(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+	var se *statusError
+	if !errors.As(err, &se) || se.code != http.StatusFound {
+		t.Fatalf("probe: %v", err)
+	}
+	if n := len(err.Error()); n > 1024 {
+		t.Errorf("the reason is %d bytes", n)
+	}
+	if n := len(hintFor("x", err, nil, nil)); n > 1024 {
+		t.Errorf("the hint is %d bytes", n)
+	}
+	if !strings.Contains(err.Error(), "/login?next=aaa") {
+		t.Errorf("the reason does not start the Location: %.80s", err)
 	}
 }

@@ -41,7 +41,9 @@ func (p Probe) check(ctx context.Context, client *http.Client, addr string) erro
 			return probeFailed(ctx, p.HTTPPath, client.Timeout, err)
 		}
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			return &statusError{path: p.HTTPPath, code: resp.StatusCode, location: resp.Header.Get("Location")}
+			// The Location is the app's to size, and it goes into a one-line
+			// reason, the ledger and DEPLOYER_ERROR.
+			return &statusError{path: p.HTTPPath, code: resp.StatusCode, location: cut(resp.Header.Get("Location"), locationMax)}
 		}
 		return nil
 	case p.TCP:
@@ -59,6 +61,9 @@ func (p Probe) Active() bool { return p.HTTPPath != "" || p.TCP || p.Command != 
 func (p Probe) Check(ctx context.Context, addr string) error {
 	return p.check(ctx, probeClient(2*time.Second), addr)
 }
+
+// locationMax bounds the redirect's Location a failure names.
+const locationMax = 200
 
 // pollInterval paces health probes: a socket gives no event for "healthy".
 const pollInterval = 100 * time.Millisecond
