@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestHintFor(t *testing.T) {
@@ -201,5 +202,38 @@ func TestRedirectLocationIsCut(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "/login?next=aaa") {
 		t.Errorf("the reason does not start the Location: %.80s", err)
+	}
+}
+
+// TestLivePIDIsNoneOnceTheProcessExited: once the preflight instance has
+// exited its pid names nothing of the app's (a zombie for a moment, then
+// possibly another process), so failed and the held check must not read
+// /proc under it: another app's listeners would be named to this pusher,
+// and a reused pid would "hold none" of the sockets.
+func TestLivePIDIsNoneOnceTheProcessExited(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, "sleep 30", 1)
+	p := &Pool{spec: spec}
+	w := newWorker(p.workerSpec(0, ss, false), nil, WorkerRecord{})
+	defer func() { w.Kill(); <-w.Done() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for w.livePID() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	pid := w.livePID()
+	if pid == 0 || pid != w.Status().PID {
+		t.Fatalf("running worker: livePID %d, status pid %d", pid, w.Status().PID)
+	}
+	w.Kill()
+	<-w.Done()
+	if got := w.livePID(); got != 0 {
+		t.Errorf("exited worker: livePID %d", got)
+	}
+	// Its pid taken by another process (this one, started at another time).
+	w.mu.Lock()
+	w.status.PID = os.Getpid()
+	w.mu.Unlock()
+	if got := w.livePID(); got != 0 {
+		t.Errorf("pid reused by pid %d: livePID %d", os.Getpid(), got)
 	}
 }

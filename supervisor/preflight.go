@@ -100,7 +100,7 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 	// be looked at: which sockets it opened itself.
 	failed := func(err error) error {
 		var own []ownListener
-		if pid := w.Status().PID; pid > 0 {
+		if pid := w.livePID(); pid > 0 {
 			own = ownListeners(pid, private)
 		}
 		out := w.tail.all()
@@ -166,7 +166,7 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 		// so now rather than after Timeout.
 		if time.Since(lastHeld) >= heldCheck && time.Since(started) >= max(spec.MinUptime, heldCheck) {
 			lastHeld = time.Now()
-			if pid := w.Status().PID; pid > 0 {
+			if pid := w.livePID(); pid > 0 {
 				if holds, known := instanceHolds(pid, private); known && !holds {
 					return failed(fmt.Errorf("%w: it closed the socket it inherited (fd 3) and can never answer on it", ErrUnhealthy))
 				}

@@ -43,21 +43,39 @@ type WorkerRecord struct {
 // startTicks reads a process's start time (clock ticks since boot) from
 // /proc/PID/stat, field 22.
 func startTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
+	}
+	return strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
+}
+
+// sameLiveProcess reports whether pid still names the process that
+// started at ticks and has not exited: not a zombie, and not another
+// process that got the pid after it was reaped.
+func sameLiveProcess(pid int, ticks uint64) bool {
+	f, err := statFields(pid)
+	return err == nil && f[0] != "Z" && f[19] == strconv.FormatUint(ticks, 10)
+}
+
+// statFields are the fields of /proc/PID/stat after the command name
+// (field 3 onwards), at least 20 of them.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
 	}
 	// The command name (field 2) may hold spaces and parentheses: the fields
 	// that follow start after the last ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return nil, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return nil, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
+	return f, nil
 }
 
 // adoptProcess takes over a worker a previous daemon started, if pid still

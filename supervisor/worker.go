@@ -115,6 +115,19 @@ func newWorker(spec workerSpec, adopted *process, rec WorkerRecord) *worker {
 	return w
 }
 
+// livePID is the pid of the worker's current process while that process
+// runs, 0 once it has exited: its pid may then name a zombie, or another
+// process that got it, whose /proc must not be taken for the app's.
+func (w *worker) livePID() int {
+	w.mu.Lock()
+	pid, ticks := w.status.PID, w.ticks
+	w.mu.Unlock()
+	if pid <= 0 || !sameLiveProcess(pid, ticks) {
+		return 0
+	}
+	return pid
+}
+
 func (w *worker) Status() WorkerStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
