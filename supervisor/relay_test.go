@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"io"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // countingWriter counts the writes it gets.
@@ -79,5 +82,59 @@ func TestRelayOutputOfMegabytesWithoutANewline(t *testing.T) {
 		if len(l) > tailWidth+len("…") {
 			t.Fatalf("the tail keeps a %d-byte line", len(l))
 		}
+	}
+}
+
+// slowLog is a worker log whose writes take a while (a busy disk), and
+// that tells whether a write was under way, or began, after a moment.
+type slowLog struct {
+	mu       sync.Mutex
+	inFlight int
+	writes   int
+	after    time.Time // set by the test: a write running then or later is late
+	late     int
+	data     bytes.Buffer
+}
+
+func (l *slowLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.inFlight++
+	l.writes++
+	l.mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inFlight--
+	if !l.after.IsZero() {
+		l.late++
+	}
+	return l.data.Write(p)
+}
+
+// TestDetachReturnsOnceTheOutputIsWritten: Detach promises that no
+// goroutine of the pool touches the workers any more once it returns,
+// and the daemon then exits for its successor: output the relay has read
+// from the pipe (it is no longer there for the next daemon) must be in
+// the log by then, or it is lost.
+func TestDetachReturnsOnceTheOutputIsWritten(t *testing.T) {
+	ss := testSockets(t)
+	log := &slowLog{}
+	spec := testSpec(t, ss, "while :; do echo 0123456789abcdef; sleep 0.001; done", 1)
+	spec.Keeper = &memKeeper{fds: map[string]int{}}
+	spec.Log = log
+	p := startPool(t, spec)
+	pid := pidsOf(p)[0]
+	defer syscall.Kill(-pid, syscall.SIGKILL)
+	waitUntil(t, "output", func() bool { log.mu.Lock(); defer log.mu.Unlock(); return log.writes >= 3 })
+	p.Detach()
+	log.mu.Lock()
+	inFlight := log.inFlight
+	log.after = time.Now()
+	log.mu.Unlock()
+	time.Sleep(200 * time.Millisecond)
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if inFlight > 0 || log.late > 0 {
+		t.Fatalf("after Detach returned: %d writes under way, %d finished later", inFlight, log.late)
 	}
 }

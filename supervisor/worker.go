@@ -400,6 +400,12 @@ func (w *worker) letGo(proc *process, gone bool) {
 	if proc.out != nil {
 		proc.out.Close()
 	}
+	if !gone {
+		// What the relay has read is no longer in the pipe for the next
+		// daemon: it must be in the log before the process is let go
+		// (the daemon may exit next). The close ends its read.
+		waitOutput(proc.copied)
+	}
 	if !gone && proc.release != nil {
 		proc.release()
 	}
