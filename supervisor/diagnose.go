@@ -160,11 +160,14 @@ func ownListeners(pid int, inherited []*Socket) []ownListener {
 	return out
 }
 
-// instanceHolds reports whether the process pid or one below it holds a
-// descriptor of one of the sockets; known is false when that could not be
-// told, for one process whose descriptors could not be read (a daemon
-// without CAP_SYS_PTRACE looking at another user's process) makes "none
-// holds it" unprovable.
+// instanceHolds reports whether the process pid or one of the instance's
+// other processes holds a descriptor of one of the sockets; known is false
+// when that could not be told, for one process whose descriptors could not
+// be read (a daemon without CAP_SYS_PTRACE looking at another user's
+// process) makes "none holds it" unprovable. The processes are those below
+// pid and, before concluding that none holds it, those of its process
+// group: a server started through a child that exited (a double fork) is
+// no longer below pid.
 func instanceHolds(pid int, sockets []*Socket) (holds, known bool) {
 	want := map[string]bool{}
 	for _, s := range sockets {
@@ -174,7 +177,17 @@ func instanceHolds(pid int, sockets []*Socket) (holds, known bool) {
 		}
 		want["socket:["+strconv.FormatUint(ino, 10)+"]"] = true
 	}
-	for _, p := range descendants(pid) {
+	holds, known = anyHolds(descendants(pid), want)
+	if holds || !known {
+		return holds, known
+	}
+	return anyHolds(groupMembers(pid), want)
+}
+
+// anyHolds reports whether one of pids holds a descriptor named in want;
+// known is false when one's descriptors could not be read.
+func anyHolds(pids []int, want map[string]bool) (holds, known bool) {
+	for _, p := range pids {
 		dir := fmt.Sprintf("/proc/%d/fd", p)
 		fds, err := os.ReadDir(dir)
 		if err != nil {
@@ -187,6 +200,23 @@ func instanceHolds(pid int, sockets []*Socket) (holds, known bool) {
 		}
 	}
 	return false, true
+}
+
+// groupMembers are the processes of process group pgid, as /proc shows
+// them now; one that exits meanwhile is left out.
+func groupMembers(pgid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f, err := statFields(pid); err == nil && f[2] == strconv.Itoa(pgid) { // field 5, pgrp
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // readListening adds the listening sockets of a /proc/net/tcp{,6} table.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -235,5 +237,47 @@ func TestLivePIDIsNoneOnceTheProcessExited(t *testing.T) {
 	w.mu.Unlock()
 	if got := w.livePID(); got != 0 {
 		t.Errorf("pid reused by pid %d: livePID %d", os.Getpid(), got)
+	}
+}
+
+// TestInstanceHoldsASocketAGrandchildKeptAfterItsParentLeft: a launcher
+// that starts its server through a child that exits (a double fork) and
+// then closes its own copy leaves the server reparented, out of the
+// instance's tree but still in its process group, holding fd 3: the
+// instance has not let go of the socket, and preflight must not fail it
+// with "closed the socket it inherited" while the server boots.
+func TestInstanceHoldsASocketAGrandchildKeptAfterItsParentLeft(t *testing.T) {
+	s, err := ListenSocket("127.0.0.1:0", "x", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fd, err := s.FD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command("sh", "-c", `sh -c 'sleep 30 & exit 0'; exec 3>&-; echo closed; exec sleep 30`)
+	dup, err := syscall.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(dup), "socket")
+	defer f.Close()
+	child.ExtraFiles = []*os.File{f}
+	child.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { syscall.Kill(-child.Process.Pid, syscall.SIGKILL); child.Wait() }()
+	line := make([]byte, 7)
+	if _, err := io.ReadFull(out, line); err != nil {
+		t.Fatal(err)
+	}
+	if holds, known := instanceHolds(child.Process.Pid, []*Socket{s}); !holds || !known {
+		t.Fatalf("the server in the instance's group holds it: holds %v known %v", holds, known)
 	}
 }
