@@ -169,6 +169,9 @@ func TestEnvironValueReadsLittleOfAHugeEnvironment(t *testing.T) {
 		t.Skipf("cannot exec with a 0.9 MiB environment: %v", err)
 	}
 	defer func() { child.Process.Kill(); child.Wait() }()
+	// Start returns as execve closes descriptors, before the new
+	// environment is laid out.
+	waitUntil(t, "the child's environment", func() bool { return environValue(child.Process.Pid, "PATH") != "" })
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	v := environValue(child.Process.Pid, "LISTEN_PID")
