@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -136,5 +138,22 @@ func TestDetachReturnsOnceTheOutputIsWritten(t *testing.T) {
 	defer log.mu.Unlock()
 	if inFlight > 0 || log.late > 0 {
 		t.Fatalf("after Detach returned: %d writes under way, %d finished later", inFlight, log.late)
+	}
+}
+
+// TestPreflightOfACrashKeepsItsLastWords: a worker that prints a burst,
+// an unfinished last line and exits at once (before the relay's linger
+// ends) still has its last lines in the failure, escapes and all: the
+// pusher's terminal is protected where they are printed (Info).
+func TestPreflightOfACrashKeepsItsLastWords(t *testing.T) {
+	ss := testSockets(t)
+	spec := testSpec(t, ss, `i=0; while [ $i -lt 500 ]; do echo line $i; i=$((i+1)); done; printf 'fatal: \033[31mbad config\r'; exit 3`, 1)
+	err := preflightErr(context.Background(), spec, Probe{HTTPPath: "/", Timeout: 10 * time.Second})
+	var pe *PreflightError
+	if !errors.As(err, &pe) || len(pe.Output) < 2 {
+		t.Fatalf("preflight: %v (%+v)", err, pe)
+	}
+	if last := pe.Output[len(pe.Output)-1]; last != "fatal: \x1b[31mbad config\r" || pe.Output[len(pe.Output)-2] != "line 499" {
+		t.Fatalf("last lines %q", pe.Output[len(pe.Output)-2:])
 	}
 }
