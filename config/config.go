@@ -128,6 +128,12 @@ type App struct {
 	StopSignal string `mapstructure:"stop_signal" yaml:"stop_signal"`
 	// DrainTimeout is how long a retiring worker may take before SIGKILL. Default 30s.
 	DrainTimeout time.Duration `mapstructure:"drain_timeout" yaml:"drain_timeout"`
+	// DeferAccept is how long the kernel holds a new connection back from
+	// the workers until its first bytes arrive (TCP_DEFER_ACCEPT, as
+	// systemd's DeferAcceptSec=). Default: 1s when health.http is set (the
+	// app speaks HTTP, whose client speaks first), else 0 (off). Set 0s for
+	// a protocol in which the server speaks first.
+	DeferAccept *time.Duration `mapstructure:"defer_accept" yaml:"defer_accept"`
 	// BuildTimeout bounds the build and each hook. Default 15m.
 	BuildTimeout time.Duration `mapstructure:"build_timeout" yaml:"build_timeout"`
 	// KeepReleases is how many good releases cleanup keeps. Default 5.
@@ -264,6 +270,17 @@ func DefaultApp(name string) *App {
 		KeepReleases:    5,
 		CleanupSchedule: "@daily",
 	}
+}
+
+// DeferAcceptFor is the app's DeferAccept with its default filled in.
+func (a *App) DeferAcceptFor() time.Duration {
+	if a.DeferAccept != nil {
+		return *a.DeferAccept
+	}
+	if a.Health.HTTP != "" {
+		return time.Second
+	}
+	return 0
 }
 
 // Admits says whether pusher, already authenticated, may push to the app and

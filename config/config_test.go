@@ -84,6 +84,8 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"unknown app key", goodApp + "    helth: {}\n", "apps.hello.helth"},
 		{"unknown nested key", goodApp + "    health: {htp: /x}\n", "apps.hello.health.htp"},
 		{"bad duration", goodApp + "    drain_timeout: soon\n", "apps.hello.drain_timeout"},
+		{"bad defer_accept", goodApp + "    defer_accept: soon\n", "apps.hello.defer_accept"},
+		{"negative defer_accept", goodApp + "    defer_accept: -1s\n", "apps.hello.defer_accept: must not be negative"},
 		{"bad health duration", goodApp + "    health: {timeout: 5 minutes}\n", "apps.hello.health.timeout"},
 		{"bad cron", goodApp + "    cleanup_schedule: \"every tuesday\"\n", "apps.hello.cleanup_schedule"},
 		{"duplicate listen", goodApp + "  other:\n    listen: [\"127.0.0.1:8080\"]\n", "apps.other.listen[0]: 127.0.0.1:8080 is already used by apps.hello.listen[0]"},
@@ -305,6 +307,30 @@ func TestLimitsAndUserParse(t *testing.T) {
 		}
 		if c.Apps["hello"].User != "root" {
 			t.Fatalf("user: %q", c.Apps["hello"].User)
+		}
+	}
+}
+
+// TestDeferAcceptDefaultsToOnForHTTPApps: an app with an HTTP health path
+// speaks HTTP, so the kernel may hold connections until the request
+// arrives; any other app gets the option only when it asks, and 0s turns
+// it off for an HTTP app.
+func TestDeferAcceptDefaultsToOnForHTTPApps(t *testing.T) {
+	for _, c := range []struct {
+		extra string
+		want  time.Duration
+	}{
+		{"", 0},
+		{"    health: {http: /healthz}\n", time.Second},
+		{"    health: {http: /healthz}\n    defer_accept: 0s\n", 0},
+		{"    defer_accept: 3s\n", 3 * time.Second},
+	} {
+		c2, err := Load(writeConfig(t, "d.yaml", goodApp+c.extra))
+		if err != nil {
+			t.Fatalf("%q: %v", c.extra, err)
+		}
+		if got := c2.Apps["hello"].DeferAcceptFor(); got != c.want {
+			t.Errorf("%q: defer_accept %s, want %s", c.extra, got, c.want)
 		}
 	}
 }

@@ -206,6 +206,9 @@ func (a *App) validate(key string, claim func(key, addr string) error) error {
 	if a.DrainTimeout <= 0 {
 		return fmt.Errorf("%s.drain_timeout: must be positive", key)
 	}
+	if a.DeferAccept != nil && *a.DeferAccept < 0 {
+		return fmt.Errorf("%s.defer_accept: must not be negative", key)
+	}
 	if a.BuildTimeout <= 0 {
 		return fmt.Errorf("%s.build_timeout: must be positive", key)
 	}

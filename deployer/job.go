@@ -148,7 +148,7 @@ func (j *job) poolSpec(rel *releases.Release) supervisor.PoolSpec {
 		App: j.cfg.Name, Release: rel.ID, Revision: rel.Revision,
 		Dir: j.store.Dir(rel.ID), Start: rel.Start, Workers: rel.Workers, Env: rel.Env,
 		Sockets: j.sockets, MinUptime: j.cfg.Health.MinUptime,
-		StopSignal: j.cfg.Signal(), DrainTimeout: j.cfg.DrainTimeout,
+		StopSignal: j.cfg.Signal(), DrainTimeout: j.cfg.DrainTimeout, DeferAccept: j.cfg.DeferAcceptFor(),
 		Log: j.workerLog, Logger: j.log, Keeper: j.keeper, OnChange: j.saveWorkers, Cgroups: j.opts.Cgroups,
 		Account: j.acct, Limits: limits(j.cfg.Limits),
 	}

@@ -30,6 +30,9 @@ type PoolSpec struct {
 	MinUptime    time.Duration
 	StopSignal   syscall.Signal
 	DrainTimeout time.Duration
+	// DeferAccept is set on Sockets (and preflight's private sockets):
+	// see Socket.SetDeferAccept. 0: off.
+	DeferAccept time.Duration
 	// Log receives every worker's output, each line prefixed with release,
 	// worker index and pid. It must be safe for concurrent use.
 	Log io.Writer
@@ -56,6 +59,16 @@ type PoolSpec struct {
 	OnChange func()
 }
 
+// deferAccept applies DeferAccept to sockets. A socket that refuses it
+// still works, only without the option: that is said in the log.
+func (spec PoolSpec) deferAccept(sockets []*Socket) {
+	for _, s := range sockets {
+		if err := s.SetDeferAccept(spec.DeferAccept); err != nil && spec.Logger != nil {
+			spec.Logger.Warn("socket option not set", "app", spec.App, "err", err)
+		}
+	}
+}
+
 // Pool is the running workers of one release. A worker that crashes after
 // it was up is restarted with backoff until the pool is stopped.
 type Pool struct {
@@ -79,6 +92,7 @@ func StartPool(ctx context.Context, spec PoolSpec, timeout time.Duration) (*Pool
 // WaitUp tells when they are up. Until then their state is "starting".
 func NewPool(spec PoolSpec) *Pool {
 	p := &Pool{spec: spec}
+	spec.deferAccept(spec.Sockets)
 	for i := 0; i < spec.Workers; i++ {
 		p.workers = append(p.workers, newWorker(p.workerSpec(i, spec.Sockets, true), nil, WorkerRecord{}))
 	}

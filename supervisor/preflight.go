@@ -86,6 +86,7 @@ func preflight(ctx context.Context, spec PoolSpec, probe Probe, healthy *time.Du
 		return err
 	}
 	defer CloseSockets(private)
+	spec.deferAccept(private)
 	p := &Pool{spec: spec}
 	ws := p.workerSpec(0, private, false)
 	ws.release = spec.Release + " preflight"

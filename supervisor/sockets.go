@@ -112,6 +112,21 @@ func (s *Socket) noDelay() {
 	_ = unix.SetsockoptInt(s.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 }
 
+// SetDeferAccept sets TCP_DEFER_ACCEPT on the listening socket, as
+// systemd's DeferAcceptSec= does: the kernel hands a connection to accept
+// only once its first bytes have arrived (or d has passed). A worker then
+// never holds a connection whose request is still on its way, the window
+// in which a server that stops (puma, Node's closeIdleConnections) closes
+// it as idle and the client's request is lost. 0 turns it off; the kernel
+// counts whole seconds.
+func (s *Socket) SetDeferAccept(d time.Duration) error {
+	secs := int((d + time.Second - 1) / time.Second)
+	if err := unix.SetsockoptInt(s.fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs); err != nil {
+		return fmt.Errorf("TCP_DEFER_ACCEPT on %s: %w", s.Addr, err)
+	}
+	return nil
+}
+
 // readFD fetches the raw descriptor through SyscallConn, which, unlike
 // (*os.File).Fd, does not switch the socket to blocking mode (golang/go#43894).
 func (s *Socket) readFD() error {

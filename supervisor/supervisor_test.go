@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer/deployer/internal/testutil"
 	app "github.com/deployer/deployer/worker"
 	"golang.org/x/sys/unix"
 )
@@ -251,6 +252,69 @@ func TestConnectionsOfTheAppSocketHaveNoDelay(t *testing.T) {
 	if v, err := unix.GetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
 		t.Fatalf("TCP_NODELAY on an accepted connection = %d, %v; want on", v, err)
 	}
+}
+
+// TestDeferAcceptHoldsAConnectionUntilItsRequestArrives: with the option
+// a connection that has sent nothing is not handed to accept, so no
+// worker can hold it (and close it as idle when it stops); once its first
+// bytes arrive it is, with them readable. Turned off, accept takes it at
+// once.
+func TestDeferAcceptHoldsAConnectionUntilItsRequestArrives(t *testing.T) {
+	s, err := ListenSocket("127.0.0.1:0", "t", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	accept := func() (int, error) {
+		nfd := -1
+		cerr := s.Control(func(fd int) { nfd, _, err = unix.Accept4(fd, unix.SOCK_CLOEXEC) })
+		if cerr != nil {
+			return -1, cerr
+		}
+		return nfd, err
+	}
+	acceptWithin := func(what string) int {
+		t.Helper()
+		var nfd int
+		testutil.WaitFor(t, 10*time.Second, what, func() bool {
+			var err error
+			nfd, err = accept()
+			return err == nil
+		})
+		return nfd
+	}
+
+	if err := s.SetDeferAccept(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", s.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if nfd, err := accept(); !errors.Is(err, unix.EAGAIN) {
+		unix.Close(nfd)
+		t.Fatalf("accept of a connection that sent nothing = %d, %v; want EAGAIN", nfd, err)
+	}
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	nfd := acceptWithin("the connection to be accepted once its request arrived")
+	defer unix.Close(nfd)
+	buf := make([]byte, 64)
+	if n, err := unix.Read(nfd, buf); err != nil || !strings.HasPrefix(string(buf[:n]), "GET /") {
+		t.Fatalf("the accepted connection's first read = %q, %v; want its request", buf[:max(n, 0)], err)
+	}
+
+	if err := s.SetDeferAccept(0); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := net.Dial("tcp", s.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	unix.Close(acceptWithin("a silent connection to be accepted with the option off"))
 }
 
 func get(t *testing.T, addr string) (string, error) {

@@ -164,6 +164,9 @@ func swapUnderLoad(t *testing.T, d *daemon, r *appRepo, clients int) *testutil.L
 	testutil.WaitFor(t, 30*time.Second, "the load to get answers", func() bool { return l.OK() > 0 })
 	r.commit("v2", nil)
 	r.mustPush(d)
+	// The push returns at the cut-over; the old workers drain after it.
+	// The load runs on until they are gone, so their shutdown is measured.
+	testutil.WaitFor(t, 60*time.Second, "v1's workers to finish draining", func() bool { return len(d.draining()) == 0 })
 	l.Stop()
 	if body, err := d.get(); err != nil || !strings.Contains(body, "v2") {
 		t.Fatalf("after the swap GET / = %q, %v\ndaemon log:\n%s", body, err, d.log)

@@ -1,5 +1,6 @@
 # A Sinatra app as puma serves it under deployer (docs/recipes/puma-sinatra.md).
 require "sinatra/base"
+require_relative "drain"
 
 class App < Sinatra::Base
   get "/" do
@@ -13,4 +14,6 @@ class App < Sinatra::Base
   end
 end
 
+Drain.install
+use Drain
 run App
