@@ -224,6 +224,12 @@ type Health struct {
 	MinUptime time.Duration `mapstructure:"min_uptime" yaml:"min_uptime"`
 	// Timeout bounds the health gate. Default 60s.
 	Timeout time.Duration `mapstructure:"timeout" yaml:"timeout"`
+	// Warmup is how many GETs of HTTP per green worker the daemon sends to
+	// the live socket once green is up, before the cut-over, so that a
+	// runtime with a JIT (Node, the JVM, PyPy) meets live traffic warm. New
+	// connections go to whichever worker accepts first, and under load that
+	// is the idle green ones. Default 0 (off); needs HTTP.
+	Warmup int `mapstructure:"warmup" yaml:"warmup"`
 	// Watch keeps probing the live address after cut-over. Default 0 (off).
 	Watch time.Duration `mapstructure:"watch" yaml:"watch"`
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/releases"
+	"github.com/deployer/deployer/supervisor"
 )
 
 // cutover says what going live changes besides the pool and current.
@@ -88,6 +89,18 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 		j.pr.Step("Green is up (%s)", secs(lt.green))
 	}
 
+	if n := j.cfg.Health.Warmup; n > 0 && j.cfg.Health.HTTP != "" {
+		w0 := time.Now()
+		sent, ok := supervisor.Warm(j.ctx, j.liveAddr(), j.cfg.Health.HTTP, warmConns*rel.Workers, n*rel.Workers, j.cfg.Health.Timeout)
+		lt.green = time.Since(t)
+		j.pr.Step("Warm-up: %d GET %s on the live socket, %d answered 2xx (%s)", sent, j.cfg.Health.HTTP, ok, secs(time.Since(w0)))
+		if j.ctx.Err() != nil {
+			green.Stop()
+			j.setGreen(nil)
+			return lt, fmt.Errorf("green: %w", context.Cause(j.ctx))
+		}
+	}
+
 	t = time.Now()
 	lt.step = "cut-over"
 	if err := j.cutOver(rel, c); err != nil {
@@ -124,6 +137,9 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	}
 	return lt, nil
 }
+
+// warmConns is how many connections per green worker the warm-up opens.
+const warmConns = 4
 
 // acceptWait bounds how long a cut-over waits for the pool it replaces to
 // close its listeners after the stop signal.

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployer/deployer/internal/testutil"
+)
+
+// warmApp serves on fd 3 and counts the warm-up requests (by their
+// User-Agent) it answered; GET / says how many. GET /close-listener makes
+// it stop accepting (it keeps the socket open, as a busy worker would be
+// slow to accept), so that in the test only the new pool takes the warm-up
+// connections.
+const warmApp = `import os, socket, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+warm = 0
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        global warm
+        if self.headers.get("User-Agent") == "deployer-warmup":
+            warm += 1
+        if self.path == "/close-listener":
+            threading.Thread(target=srv.shutdown).start()
+        body = ("%s pid=%d warm=%d\n" % (os.environ["DEPLOYER_RELEASE"], os.getpid(), warm)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+srv = ThreadingHTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
+srv.socket = socket.socket(fileno=3)
+srv.serve_forever()
+`
+
+// TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver: with health.warmup,
+// once green is up the daemon sends that many GETs of the health path per
+// green worker to the live socket, and only then cuts over. The old worker
+// here has stopped accepting, so every warm-up request must reach the new
+// one, and it has answered them all before it answers its first live
+// request.
+func TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver(t *testing.T) {
+	requireCommands(t, "python3")
+	d := startAppDaemon(t, map[string]any{
+		"start":   "exec python3 app.py",
+		"workers": 1,
+		"health":  map[string]any{"http": "/healthz", "min_uptime": "300ms", "timeout": "30s", "warmup": 50},
+	})
+	r := &appRepo{t: t, dir: filepath.Join(t.TempDir(), "warm")}
+	if err := os.Mkdir(r.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.git("init", "-q", "-b", "main")
+	r.commit("v1", map[string]string{"app.py": warmApp})
+	out := r.mustPush(d)
+	if !strings.Contains(out, "Warm-up: 50 GET /healthz on the live socket, 50 answered 2xx") {
+		t.Fatalf("the first push does not say it warmed v1 up:\n%s", out)
+	}
+	if body, err := d.get(); err != nil || !strings.Contains(body, "v1 ") {
+		t.Fatalf("v1: GET / = %q, %v", body, err)
+	}
+	resp, err := http.Get("http://" + d.appAddr + "/close-listener")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	r.commit("v2", nil)
+	out = r.mustPush(d)
+	warmAt, cutAt := strings.Index(out, "Warm-up: 50 GET /healthz on the live socket, 50 answered 2xx"), strings.Index(out, "Cut-over: v2 is live")
+	if warmAt < 0 || cutAt < warmAt {
+		t.Fatalf("the push does not warm v2 up before its cut-over:\n%s", out)
+	}
+	var body string
+	testutil.WaitFor(t, 15*time.Second, "v2 to answer", func() bool {
+		body, err = d.get()
+		return err == nil && strings.HasPrefix(body, "v2 ")
+	})
+	if !strings.HasSuffix(strings.TrimSpace(body), "warm=50") {
+		t.Fatalf("v2's worker answered %q: want all 50 warm-up requests answered before its first live one", body)
+	}
+	t.Log(strings.TrimSpace(body))
+}
