@@ -5,19 +5,23 @@
 # protocol asks. Every figure is printed beside its baseline from the same
 # run (the machines are shared and noisy: compare ratios).
 #
-#   bench/pm2-vs-deployer.sh [--quick] [--reloads N] [--conns C]
+#   bench/pm2-vs-deployer.sh [--quick] [--reloads N] [--conns C] [--warmup W]
+#
+# deployer runs twice: as configured by default, and with health.warmup: W
+# (default 3000 GETs per green worker before the cut-over).
 #
 # Needs node, npm (PM2 5 is installed from the npm registry into a cache
 # directory), wrk, python3 and go. Everything runs on 127.0.0.1 and stops
 # by itself; the daemons and workers it starts are stopped on exit.
 set -euo pipefail
-RELOADS=8 CONNS=64 STEADY=15 GAP=5
+RELOADS=8 CONNS=64 STEADY=15 GAP=5 WARMUP=3000
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) RELOADS=3 STEADY=6 GAP=4 ;;
     --reloads) RELOADS=$2; shift ;;
     --conns) CONNS=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--reloads N] [--conns C]" >&2; exit 2 ;;
+    --warmup) WARMUP=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--reloads N] [--conns C] [--warmup W]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -78,7 +82,9 @@ JS
   measure "pm2-$mode" pm2 reload app
   pm2 kill > /dev/null
 
-  # deployer.
+  # deployer, without and with the warm-up.
+  for warm in 0 "$WARMUP"; do
+  sys=deployer; [ "$warm" -gt 0 ] && sys=deployer-warm
   PORT=$(port); GIT_PORT=$(port)
   rm -rf "$work/d" && mkdir -p "$work/d"
   "$work/deployer" token bench bench-token > "$work/d/tokens"
@@ -92,7 +98,7 @@ apps:
     workers: 2
     env: {STOP_MODE: $mode}
     drain_timeout: 10s
-    health: {http: /, min_uptime: 1s}
+    health: {http: /, min_uptime: 1s, warmup: $warm}
 YAML
   "$work/deployer" serve -c "$work/d/deployer.yaml" > "$work/d/daemon.log" 2>&1 &
   daemon_pid=$!
@@ -101,8 +107,9 @@ YAML
   (cd "$work/app" && git init -q -b main && git add -A && git -c user.name=b -c user.email=b@b commit -qm v1 &&
     git push -q "http://bench:bench-token@127.0.0.1:$GIT_PORT/app.git" main 2> /dev/null)
   wait_http "$PORT"
-  measure "deployer-$mode" "$work/deployer" reload app -c "$work/d/deployer.yaml"
+  measure "$sys-$mode" "$work/deployer" reload app -c "$work/d/deployer.yaml"
   kill -TERM "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=""
+  done
 done
 
 # Report.
@@ -128,14 +135,16 @@ echo
 echo "| stop handler | under | requests | failed (kind) | p50 steady → swaps (ms) | p99 steady → swaps (ms) | p99 ratio | reload command (s) |"
 echo "|---|---|---|---|---|---|---|---|"
 for mode in close drain; do
-  for sys in pm2 deployer; do
+  for sys in pm2 deployer deployer-warm; do
     f=$work/$sys-$mode
     p50s=$(ms "$(pct "$f-steady.txt" 50%)"); p50w=$(ms "$(pct "$f-swaps.txt" 50%)")
     p99s=$(ms "$(pct "$f-steady.txt" 99%)"); p99w=$(ms "$(pct "$f-swaps.txt" 99%)")
-    echo "| $mode | $sys | $(reqs "$f-swaps.txt") | $(errors "$f-swaps.txt") | $p50s → $p50w | $p99s → $p99w | $(ratio "$p99w" "$p99s") | $(mean "$f-reload-seconds.txt") |"
+    under=$sys; [ "$sys" = deployer-warm ] && under="deployer, warmup $WARMUP"
+    echo "| $mode | $under | $(reqs "$f-swaps.txt") | $(errors "$f-swaps.txt") | $p50s → $p50w | $p99s → $p99w | $(ratio "$p99w" "$p99s") | $(mean "$f-reload-seconds.txt") |"
   done
 done
 echo
 for mode in close drain; do
   echo "steady throughput, $mode: deployer $(rps "$work/deployer-$mode-steady.txt") req/s, PM2 $(rps "$work/pm2-$mode-steady.txt") req/s: $(ratio "$(rps "$work/deployer-$mode-steady.txt")" "$(rps "$work/pm2-$mode-steady.txt")")× PM2's"
+  echo "p99 during swaps, $mode: deployer with warm-up $(ratio "$(ms "$(pct "$work/deployer-warm-$mode-swaps.txt" 99%)")" "$(ms "$(pct "$work/deployer-$mode-swaps.txt" 99%)")")× without"
 done
