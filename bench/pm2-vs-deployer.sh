@@ -8,16 +8,17 @@
 #   bench/pm2-vs-deployer.sh [--quick] [--reloads N] [--conns C] [--warmup W]
 #
 # deployer runs twice: as configured by default, and with health.warmup: W
-# (default 3000 GETs per green worker before the cut-over).
+# (default 3000 GETs per green worker before the cut-over). --quick runs
+# only the draining stop handler, with 3 reloads (under 2 minutes).
 #
 # Needs node, npm (PM2 5 is installed from the npm registry into a cache
 # directory), wrk, python3 and go. Everything runs on 127.0.0.1 and stops
 # by itself; the daemons and workers it starts are stopped on exit.
 set -euo pipefail
-RELOADS=8 CONNS=64 STEADY=15 GAP=5 WARMUP=3000
+RELOADS=8 CONNS=64 STEADY=15 GAP=5 WARMUP=3000 MODES="close drain"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) RELOADS=3 STEADY=6 GAP=4 ;;
+    --quick) RELOADS=3 STEADY=6 GAP=4 MODES=drain ;;
     --reloads) RELOADS=$2; shift ;;
     --conns) CONNS=$2; shift ;;
     --warmup) WARMUP=$2; shift ;;
@@ -70,7 +71,7 @@ measure() {
   wait "$wrk_pid"
 }
 
-for mode in close drain; do
+for mode in $MODES; do
   # PM2, cluster mode.
   PORT=$(port)
   cat > "$work/ecosystem.config.js" <<JS
@@ -134,7 +135,7 @@ echo "wrk -t2 -c$CONNS, $RELOADS reloads $GAP s apart; steady: ${STEADY}s of the
 echo
 echo "| stop handler | under | requests | failed (kind) | p50 steady → swaps (ms) | p99 steady → swaps (ms) | p99 ratio | reload command (s) |"
 echo "|---|---|---|---|---|---|---|---|"
-for mode in close drain; do
+for mode in $MODES; do
   for sys in pm2 deployer deployer-warm; do
     f=$work/$sys-$mode
     p50s=$(ms "$(pct "$f-steady.txt" 50%)"); p50w=$(ms "$(pct "$f-swaps.txt" 50%)")
@@ -144,7 +145,7 @@ for mode in close drain; do
   done
 done
 echo
-for mode in close drain; do
+for mode in $MODES; do
   echo "steady throughput, $mode: deployer $(rps "$work/deployer-$mode-steady.txt") req/s, PM2 $(rps "$work/pm2-$mode-steady.txt") req/s: $(ratio "$(rps "$work/deployer-$mode-steady.txt")" "$(rps "$work/pm2-$mode-steady.txt")")× PM2's"
   echo "p99 during swaps, $mode: deployer with warm-up $(ratio "$(ms "$(pct "$work/deployer-warm-$mode-swaps.txt" 99%)")" "$(ms "$(pct "$work/deployer-$mode-swaps.txt" 99%)")")× without"
 done

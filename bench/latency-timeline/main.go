@@ -1,0 +1,152 @@
+// Command latency-timeline loads an HTTP address with keep-alive
+// connections sending GET / back to back, and prints the latency of the
+// requests by when they were sent, in buckets (count, p50, p99, max), so a
+// swap's cost can be seen where it happens. Lines read on stdin are printed
+// as marks with the time they arrived (bench/swap-timeline.sh marks each
+// reload's start and end).
+//
+//	latency-timeline -addr 127.0.0.1:8080 -c 64 -d 16s -b 100ms < marks
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+type sample struct{ at, lat time.Duration }
+
+func main() {
+	addr := flag.String("addr", "", "host:port to load")
+	conns := flag.Int("c", 64, "connections")
+	dur := flag.Duration("d", 20*time.Second, "how long")
+	bucket := flag.Duration("b", 100*time.Millisecond, "bucket width")
+	flag.Parse()
+	if *addr == "" {
+		fmt.Fprintln(os.Stderr, "latency-timeline: -addr is required")
+		os.Exit(2)
+	}
+	start := time.Now()
+	var mu sync.Mutex
+	var all []sample
+	var marks []string
+	errs := 0
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			mu.Lock()
+			marks = append(marks, fmt.Sprintf("%8.2f %s", time.Since(start).Seconds(), sc.Text()))
+			mu.Unlock()
+		}
+	}()
+	var wg sync.WaitGroup
+	for range *conns {
+		wg.Go(func() {
+			var local []sample
+			var c net.Conn
+			var r *bufio.Reader
+			for time.Since(start) < *dur {
+				if c == nil {
+					var err error
+					if c, err = net.DialTimeout("tcp", *addr, 5*time.Second); err != nil {
+						mu.Lock()
+						errs++
+						mu.Unlock()
+						time.Sleep(10 * time.Millisecond)
+						continue
+					}
+					r = bufio.NewReader(c)
+				}
+				t0 := time.Now()
+				keep, err := get(c, r)
+				if err != nil {
+					mu.Lock()
+					errs++
+					mu.Unlock()
+					c.Close()
+					c = nil
+					continue
+				}
+				local = append(local, sample{t0.Sub(start), time.Since(t0)})
+				if !keep {
+					c.Close()
+					c = nil
+				}
+			}
+			if c != nil {
+				c.Close()
+			}
+			mu.Lock()
+			all = append(all, local...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(all) == 0 {
+		fmt.Println("no answers")
+		return
+	}
+	lats := make([]time.Duration, len(all))
+	for i, s := range all {
+		lats[i] = s.lat
+	}
+	slices.Sort(lats)
+	fmt.Printf("total %d errors %d p50 %.2f p99 %.2f max %.2f (ms)\n", len(lats), errs, ms(lats[len(lats)/2]), ms(lats[len(lats)*99/100]), ms(lats[len(lats)-1]))
+	for _, m := range marks {
+		fmt.Println("MARK", m)
+	}
+	buckets := make([][]time.Duration, int(*dur / *bucket)+1)
+	for _, s := range all {
+		if k := int(s.at / *bucket); k < len(buckets) {
+			buckets[k] = append(buckets[k], s.lat)
+		}
+	}
+	for k, l := range buckets {
+		if len(l) == 0 {
+			continue
+		}
+		slices.Sort(l)
+		fmt.Printf("%6.1f n=%6d p50=%6.2f p99=%7.2f max=%7.2f\n", float64(k)*bucket.Seconds(), len(l), ms(l[len(l)/2]), ms(l[len(l)*99/100]), ms(l[len(l)-1]))
+	}
+}
+
+// get sends GET / on c and reads the answer; keep says whether the
+// connection may be used again.
+func get(c net.Conn, r *bufio.Reader) (keep bool, err error) {
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
+		return false, err
+	}
+	tp := textproto.NewReader(r)
+	status, err := tp.ReadLine()
+	if err != nil {
+		return false, err
+	}
+	if !strings.HasPrefix(status, "HTTP/1.1 2") {
+		return false, fmt.Errorf("answer %q", status)
+	}
+	h, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return false, err
+	}
+	n, err := strconv.Atoi(h.Get("Content-Length"))
+	if err != nil {
+		return false, fmt.Errorf("no Content-Length: %w", err)
+	}
+	if _, err := io.CopyN(io.Discard, r, int64(n)); err != nil {
+		return false, err
+	}
+	return !strings.EqualFold(h.Get("Connection"), "close"), nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
