@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,7 +106,13 @@ func deployRecipe(t *testing.T, name string) (*daemon, *appRepo) {
 	}
 	r.git("init", "-q", "-b", "main")
 	r.commit("v1", nil)
-	r.mustPush(d)
+	out := r.mustPush(d)
+	if h, _ := rc.app["health"].(map[string]any); h["warmup"] != nil {
+		n := fmt.Sprint(h["warmup"].(int) * rc.app["workers"].(int))
+		if want := "Warm-up: " + n + " GET " + h["http"].(string) + " on the live socket, " + n + " answered 2xx"; !strings.Contains(out, want) {
+			t.Fatalf("%s v1: the push does not say %q:\n%s", name, want, out)
+		}
+	}
 	if body, err := d.get(); err != nil || !strings.Contains(body, "v1") {
 		t.Fatalf("%s v1: GET / = %q, %v\ndaemon log:\n%s", name, body, err, d.log)
 	}
