@@ -86,7 +86,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"bad duration", goodApp + "    drain_timeout: soon\n", "apps.hello.drain_timeout"},
 		{"bad defer_accept", goodApp + "    defer_accept: soon\n", "apps.hello.defer_accept"},
 		{"negative defer_accept", goodApp + "    defer_accept: -1s\n", "apps.hello.defer_accept: must not be negative"},
-		{"negative warmup", goodApp + "    health: {http: /healthz, warmup: -1}\n", "apps.hello.health.warmup: must not be negative"},
+		{"negative warmup", goodApp + "    health: {http: /healthz, warmup: -1}\n", "apps.hello.health.warmup: -1 is not between 0 and 1000000"},
 		{"warmup without http", goodApp + "    health: {warmup: 100}\n", "apps.hello.health.warmup: needs health.http"},
 		{"bad health duration", goodApp + "    health: {timeout: 5 minutes}\n", "apps.hello.health.timeout"},
 		{"bad cron", goodApp + "    cleanup_schedule: \"every tuesday\"\n", "apps.hello.cleanup_schedule"},

@@ -191,8 +191,8 @@ func (a *App) validate(key string, claim func(key, addr string) error) error {
 	if h.HTTP != "" && !strings.HasPrefix(h.HTTP, "/") {
 		return fmt.Errorf("%s.health.http: %q must be a path starting with /", key, h.HTTP)
 	}
-	if h.Warmup < 0 {
-		return fmt.Errorf("%s.health.warmup: must not be negative", key)
+	if h.Warmup < 0 || h.Warmup > 1000000 {
+		return fmt.Errorf("%s.health.warmup: %d is not between 0 and 1000000", key, h.Warmup)
 	}
 	if h.Warmup > 0 && h.HTTP == "" {
 		return fmt.Errorf("%s.health.warmup: needs health.http, the path it requests", key)

@@ -94,10 +94,14 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 		sent, ok := supervisor.Warm(j.ctx, j.liveAddr(), j.cfg.Health.HTTP, warmConns*rel.Workers, n*rel.Workers, j.cfg.Health.Timeout)
 		lt.green = time.Since(t)
 		j.pr.Step("Warm-up: %d GET %s on the live socket, %d answered 2xx (%s)", sent, j.cfg.Health.HTTP, ok, secs(time.Since(w0)))
+		err := survivedWarmup(green.Status(), j.cfg.Name)
 		if j.ctx.Err() != nil {
+			err = fmt.Errorf("green: %w", context.Cause(j.ctx))
+		}
+		if err != nil {
 			green.Stop()
 			j.setGreen(nil)
-			return lt, fmt.Errorf("green: %w", context.Cause(j.ctx))
+			return lt, err
 		}
 	}
 
@@ -136,6 +140,18 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 		j.pr.Info("%s draining in the background (up to %s)", what, j.cfg.DrainTimeout)
 	}
 	return lt, nil
+}
+
+// survivedWarmup says which green worker, if any, exited since it was up:
+// a release whose workers fall over under its first requests does not go
+// live.
+func survivedWarmup(workers []supervisor.WorkerStatus, app string) error {
+	for _, w := range workers {
+		if w.State != supervisor.Running || w.Restarts > 0 {
+			return fmt.Errorf("worker %d exited during the warm-up (its output: deployer logs %s)", w.Index, app)
+		}
+	}
+	return nil
 }
 
 // warmConns is how many connections per green worker the warm-up opens.

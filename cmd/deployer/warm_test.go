@@ -29,6 +29,8 @@ class H(BaseHTTPRequestHandler):
         global warm
         if self.headers.get("User-Agent") == "deployer-warmup":
             warm += 1
+            if os.path.exists("crash-on-warmup") and warm == 10:
+                os._exit(3)
         if self.path == "/close-listener":
             threading.Thread(target=srv.shutdown).start()
         body = ("%s pid=%d warm=%d\n" % (os.environ["DEPLOYER_RELEASE"], os.getpid(), warm)).encode()
@@ -45,13 +47,21 @@ srv.socket = socket.socket(fileno=3)
 srv.serve_forever()
 `
 
-// TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver: with health.warmup,
-// once green is up the daemon sends that many GETs of the health path per
-// green worker to the live socket, and only then cuts over. The old worker
-// here has stopped accepting, so every warm-up request must reach the new
-// one, and it has answered them all before it answers its first live
-// request.
-func TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver(t *testing.T) {
+// closeListener makes the live worker of warmApp stop accepting.
+func closeListener(t *testing.T, d *daemon) {
+	t.Helper()
+	resp, err := http.Get("http://" + d.appAddr + "/close-listener")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
+// warmDaemon runs warmApp with one worker and health.warmup: 50, and
+// deploys v1.
+func warmDaemon(t *testing.T) (*daemon, *appRepo) {
+	t.Helper()
 	requireCommands(t, "python3")
 	d := startAppDaemon(t, map[string]any{
 		"start":   "exec python3 app.py",
@@ -71,21 +81,28 @@ func TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver(t *testing.T) {
 	if body, err := d.get(); err != nil || !strings.Contains(body, "v1 ") {
 		t.Fatalf("v1: GET / = %q, %v", body, err)
 	}
-	resp, err := http.Get("http://" + d.appAddr + "/close-listener")
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	return d, r
+}
+
+// TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver: with health.warmup,
+// once green is up the daemon sends that many GETs of the health path per
+// green worker to the live socket, and only then cuts over. The old worker
+// here has stopped accepting, so every warm-up request must reach the new
+// one, and it has answered them all before it answers its first live
+// request.
+func TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver(t *testing.T) {
+	d, r := warmDaemon(t)
+	closeListener(t, d)
 
 	r.commit("v2", nil)
-	out = r.mustPush(d)
+	out := r.mustPush(d)
 	warmAt, cutAt := strings.Index(out, "Warm-up: 50 GET /healthz on the live socket, 50 answered 2xx"), strings.Index(out, "Cut-over: v2 is live")
 	if warmAt < 0 || cutAt < warmAt {
 		t.Fatalf("the push does not warm v2 up before its cut-over:\n%s", out)
 	}
 	var body string
 	testutil.WaitFor(t, 15*time.Second, "v2 to answer", func() bool {
+		var err error
 		body, err = d.get()
 		return err == nil && strings.HasPrefix(body, "v2 ")
 	})
@@ -93,4 +110,24 @@ func TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver(t *testing.T) {
 		t.Fatalf("v2's worker answered %q: want all 50 warm-up requests answered before its first live one", body)
 	}
 	t.Log(strings.TrimSpace(body))
+}
+
+// TestAReleaseThatFallsOverInItsWarmUpNeverGoesLive: a green worker that
+// exits under its first requests fails the deploy before the cut-over, and
+// the live release stays.
+func TestAReleaseThatFallsOverInItsWarmUpNeverGoesLive(t *testing.T) {
+	d, r := warmDaemon(t)
+	closeListener(t, d)
+	r.commit("v2 falls over", map[string]string{"crash-on-warmup": ""})
+	out, err := r.push(d.url(testToken))
+	if err == nil {
+		t.Fatalf("push accepted:\n%s", out)
+	}
+	if !strings.Contains(out, "worker 0 exited during the warm-up") || !strings.Contains(out, "the live release is unchanged") {
+		t.Fatalf("the rejection does not say why:\n%s", out)
+	}
+	if cur := d.status().Live; cur != "v1" {
+		t.Fatalf("live release %q after a failed warm-up, want v1\n%s", cur, out)
+	}
+	t.Logf("the rejection:\n%s", out)
 }
