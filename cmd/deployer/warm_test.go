@@ -14,9 +14,9 @@ import (
 
 // warmApp serves on fd 3 and counts the warm-up requests (by their
 // User-Agent) it answered; GET / says how many. GET /close-listener makes
-// it stop accepting (it keeps the socket open, as a busy worker would be
-// slow to accept), so that in the test only the new pool takes the warm-up
-// connections.
+// it stop accepting once it answered (it keeps running and holding the
+// socket, as a busy worker would be slow to accept), so that in the test
+// only the new pool takes the warm-up connections.
 const warmApp = `import os, socket, threading
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
@@ -31,13 +31,14 @@ class H(BaseHTTPRequestHandler):
             warm += 1
             if os.path.exists("crash-on-warmup") and warm == 10:
                 os._exit(3)
-        if self.path == "/close-listener":
-            threading.Thread(target=srv.shutdown).start()
         body = ("%s pid=%d warm=%d\n" % (os.environ["DEPLOYER_RELEASE"], os.getpid(), warm)).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
+        if self.path == "/close-listener":
+            threading.Thread(target=srv.shutdown).start()
 
     def log_message(self, *args):
         pass
@@ -45,6 +46,7 @@ class H(BaseHTTPRequestHandler):
 srv = ThreadingHTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
 srv.socket = socket.socket(fileno=3)
 srv.serve_forever()
+threading.Event().wait()  # no longer accepting, still holding the socket, until TERM
 `
 
 // closeListener makes the live worker of warmApp stop accepting.
