@@ -154,6 +154,9 @@ func (j *job) reconfigure(cfg *config.App) error {
 		for s, name := range renamed {
 			s.Name = name
 		}
+		for _, s := range oldSockets { // the new pool set the new value on the sockets it shared
+			_ = s.SetDeferAccept(j.cfg.DeferAcceptFor())
+		}
 		supervisor.CloseSockets(opened)
 		return err
 	}
