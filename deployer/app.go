@@ -87,6 +87,12 @@ func openApp(work context.Context, dataDir string, cfg *config.App, git config.G
 			supervisor.CloseSockets(sockets)
 			return nil, fmt.Errorf("app %s: %w", cfg.Name, err)
 		}
+		// Taken back from a previous daemon, a socket keeps the options
+		// it was given then: the adopted workers start no pool that would
+		// set this config's.
+		if err := s.SetDeferAccept(cfg.DeferAcceptFor()); err != nil {
+			log.Warn("socket option not set", "app", cfg.Name, "err", err)
+		}
 		sockets = append(sockets, s)
 	}
 	a := &App{
