@@ -191,6 +191,9 @@ func (a *App) validate(key string, claim func(key, addr string) error) error {
 	if h.HTTP != "" && !strings.HasPrefix(h.HTTP, "/") {
 		return fmt.Errorf("%s.health.http: %q must be a path starting with /", key, h.HTTP)
 	}
+	if _, err := url.ParseRequestURI(h.HTTP); h.HTTP != "" && err != nil {
+		return fmt.Errorf("%s.health.http: %q is not a request path: %w", key, h.HTTP, err)
+	}
 	if h.Warmup < 0 || h.Warmup > 1000000 {
 		return fmt.Errorf("%s.health.warmup: %d is not between 0 and 1000000", key, h.Warmup)
 	}
@@ -212,8 +215,8 @@ func (a *App) validate(key string, claim func(key, addr string) error) error {
 	if a.DrainTimeout <= 0 {
 		return fmt.Errorf("%s.drain_timeout: must be positive", key)
 	}
-	if a.DeferAccept != nil && *a.DeferAccept < 0 {
-		return fmt.Errorf("%s.defer_accept: must not be negative", key)
+	if a.DeferAccept != nil && (*a.DeferAccept < 0 || *a.DeferAccept > time.Hour) {
+		return fmt.Errorf("%s.defer_accept: %s is not between 0s and 1h", key, *a.DeferAccept)
 	}
 	if a.BuildTimeout <= 0 {
 		return fmt.Errorf("%s.build_timeout: must be positive", key)

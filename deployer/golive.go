@@ -91,10 +91,14 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 
 	if n := j.cfg.Health.Warmup; n > 0 && j.cfg.Health.HTTP != "" {
 		w0 := time.Now()
-		sent, ok := supervisor.Warm(j.ctx, j.liveAddr(), j.cfg.Health.HTTP, warmConns*rel.Workers, n*rel.Workers, j.cfg.Health.Timeout)
+		sent, ok, first := supervisor.Warm(j.ctx, j.liveAddr(), j.cfg.Health.HTTP, warmConns*rel.Workers, n*rel.Workers, j.cfg.Health.Timeout)
 		lt.green = time.Since(t)
 		j.pr.Step("Warm-up: %d GET %s on the live socket, %d answered 2xx (%s)", sent, j.cfg.Health.HTTP, ok, secs(time.Since(w0)))
 		err := survivedWarmup(green.Status(), j.cfg.Name)
+		if err == nil && ok*10 < sent*9 {
+			// Blue is healthy and not draining yet: the failures are green's.
+			err = fmt.Errorf("only %d of %d warm-up requests answered 2xx (first failure: %v)", ok, sent, first)
+		}
 		if j.ctx.Err() != nil {
 			err = fmt.Errorf("green: %w", context.Cause(j.ctx))
 		}

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -120,7 +121,7 @@ func (s *Socket) noDelay() {
 // it as idle and the client's request is lost. 0 turns it off; the kernel
 // counts whole seconds.
 func (s *Socket) SetDeferAccept(d time.Duration) error {
-	secs := int((d + time.Second - 1) / time.Second)
+	secs := int(min((d+time.Second-1)/time.Second, math.MaxInt32)) // the kernel takes a C int
 	if err := unix.SetsockoptInt(s.fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, secs); err != nil {
 		return fmt.Errorf("TCP_DEFER_ACCEPT on %s: %w", s.Addr, err)
 	}
