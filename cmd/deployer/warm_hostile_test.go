@@ -12,56 +12,13 @@ import (
 	"github.com/deployer/deployer/internal/testutil"
 )
 
-// hangApp is warmApp's protocol, but a release with the file
-// hang-on-warmup never answers a warm-up request: it writes its pid to
-// $MARK at the first one, then sleeps. Preflight's probe (another
-// User-Agent) is answered, so the release passes the health gate.
-const hangApp = `import os, socket, threading, time
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        if self.headers.get("User-Agent") == "deployer-warmup" and os.path.exists("hang-on-warmup"):
-            with open(os.environ["MARK"], "w") as f:
-                f.write(str(os.getpid()))
-            time.sleep(3600)
-        body = ("%s pid=%d\n" % (os.environ["DEPLOYER_RELEASE"], os.getpid())).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-        if self.path == "/close-listener":
-            threading.Thread(target=srv.shutdown).start()
-
-    def log_message(self, *args):
-        pass
-
-srv = ThreadingHTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
-srv.socket = socket.socket(fileno=3)
-srv.serve_forever()
-threading.Event().wait()
-`
-
+// hangDaemon is warmDaemonWith a $MARK file; v1's worker then stops
+// accepting, so the warm-up goes to green only.
 func hangDaemon(t *testing.T, timeout string) (*daemon, *appRepo, string) {
 	t.Helper()
-	requireCommands(t, "python3")
 	mark := filepath.Join(t.TempDir(), "mark")
-	d := startAppDaemon(t, map[string]any{
-		"start": "exec python3 app.py", "workers": 1, "drain_timeout": "2s",
-		"env":    map[string]string{"MARK": mark},
-		"health": map[string]any{"http": "/healthz", "min_uptime": "300ms", "timeout": timeout, "warmup": 50},
-	})
-	r := &appRepo{t: t, dir: filepath.Join(t.TempDir(), "hang")}
-	if err := os.Mkdir(r.dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	r.git("init", "-q", "-b", "main")
-	r.commit("v1", map[string]string{"app.py": hangApp})
-	r.mustPush(d)
-	closeListener(t, d) // the warm-up goes to green only
+	d, r := warmDaemonWith(t, timeout, mark)
+	closeListener(t, d)
 	return d, r, mark
 }
 

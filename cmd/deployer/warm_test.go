@@ -13,11 +13,14 @@ import (
 )
 
 // warmApp serves on fd 3 and counts the warm-up requests (by their
-// User-Agent) it answered; GET / says how many. GET /close-listener makes
+// User-Agent) it answered; GET / says how many. A release with the file
+// crash-on-warmup exits at its 10th; one with hang-on-warmup writes its pid
+// to $MARK at its first and never answers it (preflight's probe, another
+// User-Agent, is answered, so the release passes the health gate). GET /close-listener makes
 // it stop accepting once it answered (it keeps running and holding the
 // socket, as a busy worker would be slow to accept), so that in the test
 // only the new pool takes the warm-up connections.
-const warmApp = `import os, socket, threading
+const warmApp = `import os, socket, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 warm = 0
@@ -31,6 +34,10 @@ class H(BaseHTTPRequestHandler):
             warm += 1
             if os.path.exists("crash-on-warmup") and warm == 10:
                 os._exit(3)
+            if os.path.exists("hang-on-warmup"):
+                with open(os.environ["MARK"], "w") as f:
+                    f.write(str(os.getpid()))
+                time.sleep(3600)
         body = ("%s pid=%d warm=%d\n" % (os.environ["DEPLOYER_RELEASE"], os.getpid(), warm)).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -64,11 +71,20 @@ func closeListener(t *testing.T, d *daemon) {
 // deploys v1.
 func warmDaemon(t *testing.T) (*daemon, *appRepo) {
 	t.Helper()
+	return warmDaemonWith(t, "30s", "")
+}
+
+// warmDaemonWith is warmDaemon with health.timeout and the file a release
+// that hangs on the warm-up writes its pid to ($MARK).
+func warmDaemonWith(t *testing.T, timeout, mark string) (*daemon, *appRepo) {
+	t.Helper()
 	requireCommands(t, "python3")
 	d := startAppDaemon(t, map[string]any{
-		"start":   "exec python3 app.py",
-		"workers": 1,
-		"health":  map[string]any{"http": "/healthz", "min_uptime": "300ms", "timeout": "30s", "warmup": 50},
+		"start":         "exec python3 app.py",
+		"workers":       1,
+		"drain_timeout": "2s",
+		"env":           map[string]string{"MARK": mark},
+		"health":        map[string]any{"http": "/healthz", "min_uptime": "300ms", "timeout": timeout, "warmup": 50},
 	})
 	r := &appRepo{t: t, dir: filepath.Join(t.TempDir(), "warm")}
 	if err := os.Mkdir(r.dir, 0o755); err != nil {
