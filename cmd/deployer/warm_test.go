@@ -14,7 +14,8 @@ import (
 
 // warmApp serves on fd 3 and counts the warm-up requests (by their
 // User-Agent) it answered; GET / says how many. A release with the file
-// crash-on-warmup exits at its 10th; one with hang-on-warmup writes its pid
+// crash-on-warmup exits at its 10th (the count is
+// locked: the warm-up comes over several connections at once); one with hang-on-warmup writes its pid
 // to $MARK at its first and never answers it (preflight's probe, another
 // User-Agent, is answered, so the release passes the health gate). GET /close-listener makes
 // it stop accepting once it answered (it keeps running and holding the
@@ -24,6 +25,7 @@ const warmApp = `import os, socket, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 warm = 0
+lock = threading.Lock()
 
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -31,8 +33,10 @@ class H(BaseHTTPRequestHandler):
     def do_GET(self):
         global warm
         if self.headers.get("User-Agent") == "deployer-warmup":
-            warm += 1
-            if os.path.exists("crash-on-warmup") and warm == 10:
+            with lock:
+                warm += 1
+                n = warm
+            if os.path.exists("crash-on-warmup") and n >= 10:
                 os._exit(3)
             if os.path.exists("hang-on-warmup"):
                 with open(os.environ["MARK"], "w") as f:
