@@ -249,6 +249,9 @@ func (p *fakePool) Stop() {
 }
 func (p *fakePool) Detach()                           { p.detached.Store(true) }
 func (p *fakePool) StopAccepting(time.Duration) error { return nil }
+func (p *fakePool) Warm(context.Context, supervisor.Warmup) supervisor.WarmResult {
+	return supervisor.WarmResult{} // the fake's workers serve nothing
+}
 
 func (p *fakePool) WaitUp(ctx context.Context, _ time.Duration) error {
 	if p.hold != nil {

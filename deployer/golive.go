@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/deployer/deployer/releases"
@@ -91,13 +93,17 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 
 	if n := j.cfg.Health.Warmup; n > 0 && j.cfg.Health.HTTP != "" {
 		w0 := time.Now()
-		sent, ok, first := supervisor.Warm(j.ctx, j.liveAddr(), j.cfg.Health.HTTP, warmConns*rel.Workers, n*rel.Workers, j.cfg.Health.Timeout)
+		res := green.Warm(j.ctx, supervisor.Warmup{Addr: j.liveAddr(), Path: j.cfg.Health.HTTP,
+			Conns: warmConns, Requests: n * rel.Workers, Limit: j.cfg.Health.Timeout})
 		lt.green = time.Since(t)
-		j.pr.Step("Warm-up: %d GET %s on the live socket, %d answered 2xx (%s)", sent, j.cfg.Health.HTTP, ok, secs(time.Since(w0)))
+		j.pr.Step("Warm-up: %d GET %s on the live socket, %d answered 2xx (%s)", res.Sent, j.cfg.Health.HTTP, res.OK, secs(time.Since(w0)))
+		if res.Workers != nil {
+			j.pr.Info("answered by green's workers: %s%s", joinInts(res.Workers), straysNote(res.Strays))
+		}
 		err := survivedWarmup(green.Status(), j.cfg.Name)
-		if err == nil && ok*10 < sent*9 {
-			// Blue is healthy and not draining yet: the failures are green's.
-			err = fmt.Errorf("only %d of %d warm-up requests answered 2xx (first failure: %v)", ok, sent, first)
+		if err == nil && res.OK*10 < res.Sent*9 {
+			// Only green's answers are counted: the failures are green's.
+			err = fmt.Errorf("only %d of %d warm-up requests answered 2xx (first failure: %v)", res.OK, res.Sent, res.First)
 		}
 		if j.ctx.Err() != nil {
 			err = fmt.Errorf("green: %w", context.Cause(j.ctx))
@@ -156,6 +162,24 @@ func survivedWarmup(workers []supervisor.WorkerStatus, app string) error {
 		}
 	}
 	return nil
+}
+
+// joinInts is ns as "1, 2, 3".
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
+}
+
+// straysNote says how many warm-up connections the live workers took (and
+// the warm-up closed), if any.
+func straysNote(strays int) string {
+	if strays == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d connections the live workers took were closed after one answer)", strays)
 }
 
 // warmConns is how many connections per green worker the warm-up opens.

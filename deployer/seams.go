@@ -54,6 +54,9 @@ type pool interface {
 	// StopAccepting sends the workers their stop signal and returns once
 	// none holds the app's sockets any more, or timeout passes (an error).
 	StopAccepting(timeout time.Duration) error
+	// Warm sends the warm-up's requests to the pool's own workers through
+	// the live socket.
+	Warm(ctx context.Context, w supervisor.Warmup) supervisor.WarmResult
 	// Detach stops supervising the workers and leaves them running.
 	Detach()
 	Status() []supervisor.WorkerStatus

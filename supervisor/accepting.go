@@ -58,18 +58,31 @@ func (w *worker) holding(inodes map[uint64]bool) int {
 	if since.IsZero() && state != Backoff && state != CrashLoop {
 		return pid // the stop signal is not sent yet
 	}
-	var pids []int
-	if group != "" && w.spec.cgroups != nil {
-		pids = w.spec.cgroups.Procs(group)
-	} else {
-		pids = descendants(pid)
-	}
-	for _, p := range pids {
+	for _, p := range w.procsOf(pid, group) {
 		if holdsAny(p, inodes) {
 			return p
 		}
 	}
 	return 0
+}
+
+// procs are the worker's processes now: its cgroup's, or its process and
+// those below it; none while it has no process.
+func (w *worker) procs() []int {
+	w.mu.Lock()
+	pid, group := w.status.PID, w.group
+	w.mu.Unlock()
+	if pid <= 0 {
+		return nil
+	}
+	return w.procsOf(pid, group)
+}
+
+func (w *worker) procsOf(pid int, group string) []int {
+	if group != "" && w.spec.cgroups != nil {
+		return w.spec.cgroups.Procs(group)
+	}
+	return descendants(pid)
 }
 
 // holdsAny reports whether process pid has a descriptor on a socket whose

@@ -41,6 +41,14 @@ func TestHelperWorker(t *testing.T) {
 			code, _ := strconv.Atoi(os.Getenv("HELPER_HEALTH"))
 			w.WriteHeader(code)
 		}
+		if path := os.Getenv("HELPER_WARM_LOG"); path != "" && r.UserAgent() == WarmUserAgent {
+			// One line per warm-up request this process answered.
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+			if err == nil {
+				fmt.Fprintf(f, "%s %d\n", os.Getenv("DEPLOYER_RELEASE"), os.Getpid())
+				f.Close()
+			}
+		}
 		fmt.Fprintf(w, "%s %s %d", os.Getenv("DEPLOYER_RELEASE"), os.Getenv("DEPLOYER_WORKER"), os.Getpid())
 	})}
 	go srv.Serve(ln)

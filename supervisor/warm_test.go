@@ -4,7 +4,11 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,7 +31,8 @@ func TestWarmEndsWithItsContextAndLeavesNothing(t *testing.T) {
 	base := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(300*time.Millisecond, cancel)
-	_, ok, first := Warm(ctx, srv.Listener.Addr().String(), "/h", 8, 1000, time.Minute)
+	r := warm(ctx, Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 8, Requests: 1000, Limit: time.Minute}, 0, nil)
+	ok, first := r.OK, r.First
 	if ok != 0 || first == nil {
 		t.Errorf("ok = %d, first failure %v; want 0 and the cancel", ok, first)
 	}
@@ -46,7 +51,8 @@ func TestWarmCountsABodyThatNeverEndsAsAFailure(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	sent, ok, first := Warm(context.Background(), srv.Listener.Addr().String(), "/h", 1, 1, 2*time.Second)
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 1, Requests: 1, Limit: 2 * time.Second}, 0, nil)
+	sent, ok, first := r.Sent, r.OK, r.First
 	if sent != 1 || ok != 0 || first == nil {
 		t.Errorf("sent %d, ok %d, first failure %v; want 1, 0 and the body's error", sent, ok, first)
 	}
@@ -58,8 +64,63 @@ func TestWarmWithABadPathSaysSoAndSendsNothing(t *testing.T) {
 	var hits atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer srv.Close()
-	sent, ok, first := Warm(context.Background(), srv.Listener.Addr().String(), "/health%zz", 4, 100, 5*time.Second)
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/health%zz", Conns: 4, Requests: 100, Limit: 5 * time.Second}, 0, nil)
+	sent, ok, first := r.Sent, r.OK, r.First
 	if sent != 0 || ok != 0 || first == nil || hits.Load() != 0 {
 		t.Errorf("sent %d, ok %d, first failure %v, server hit %d times; want 0, 0, an error, 0", sent, ok, first, hits.Load())
 	}
+}
+
+// TestWarmReachesEveryWorkerOfThePoolAndNoOther: with an idle live pool on
+// the same socket, which takes its share of new connections, the warm-up
+// of a new pool still sends every request it counts to the new pool, and
+// to each of its workers. The helper workers log each warm-up request they
+// answer; the live pool's lines are the strays, one per connection it took.
+func TestWarmReachesEveryWorkerOfThePoolAndNoOther(t *testing.T) {
+	ss := testSockets(t)
+	log := filepath.Join(t.TempDir(), "warm.log")
+	blueSpec := testSpec(t, ss, helperStart(t), 2)
+	blueSpec.Env["HELPER_WARM_LOG"] = log
+	blue := startPool(t, blueSpec)
+	greenSpec := testSpec(t, ss, helperStart(t), 2)
+	greenSpec.Release = "v2"
+	greenSpec.Env["HELPER_WARM_LOG"] = log
+	green := startPool(t, greenSpec)
+
+	strays := 0
+	for round := range 3 {
+		os.Remove(log)
+		r := green.Warm(context.Background(), Warmup{Addr: ss[0].LocalAddr(), Path: "/", Conns: 4, Requests: 400, Limit: 30 * time.Second})
+		if r.Sent != 400 || r.OK != 400 || r.First != nil {
+			t.Fatalf("round %d: sent %d, ok %d, first failure %v; want 400, 400, none", round, r.Sent, r.OK, r.First)
+		}
+		b, err := os.ReadFile(log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byPID := map[string]int{}
+		byRelease := map[string]int{}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			release, pid, _ := strings.Cut(line, " ")
+			byRelease[release]++
+			if release == "v2" {
+				byPID[pid]++
+			}
+		}
+		if byRelease["v2"] != 400 || byRelease["v1"] != r.Strays {
+			t.Fatalf("round %d: the new pool answered %d warm-up requests, the live one %d with %d strays counted; want 400 and the strays", round, byRelease["v2"], byRelease["v1"], r.Strays)
+		}
+		for i, st := range green.Status() {
+			n := byPID[strconv.Itoa(st.PID)]
+			if n == 0 || len(r.Workers) != 2 || r.Workers[i] != n {
+				t.Fatalf("round %d: worker %d (pid %d) answered %d warm-up requests, counted %v", round, i, st.PID, n, r.Workers)
+			}
+		}
+		strays += r.Strays
+		t.Logf("round %d: per worker %v, %d connections the live pool took, closed", round, r.Workers, r.Strays)
+	}
+	if len(blue.Status()) != 2 {
+		t.Fatal("the live pool changed")
+	}
+	t.Logf("strays over 3 rounds: %d", strays)
 }

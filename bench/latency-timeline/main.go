@@ -39,11 +39,15 @@ func main() {
 	var mu sync.Mutex
 	var all []sample
 	var marks []string
+	var firstMark time.Duration
 	errs := 0
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
 		for sc.Scan() {
 			mu.Lock()
+			if firstMark == 0 {
+				firstMark = time.Since(start)
+			}
 			marks = append(marks, fmt.Sprintf("%8.2f %s", time.Since(start).Seconds(), sc.Text()))
 			mu.Unlock()
 		}
@@ -103,6 +107,25 @@ func main() {
 	}
 	slices.Sort(lats)
 	fmt.Printf("total %d errors %d p50 %.2f p99 %.2f max %.2f (ms)\n", len(lats), errs, ms(lats[len(lats)/2]), ms(lats[len(lats)*99/100]), ms(lats[len(lats)-1]))
+	if firstMark > 0 {
+		// Steady: after the load's own first second, before the first
+		// mark; swaps: from the first mark on.
+		var steady, swaps []time.Duration
+		for _, s := range all {
+			switch {
+			case s.at >= firstMark:
+				swaps = append(swaps, s.lat)
+			case s.at >= time.Second:
+				steady = append(steady, s.lat)
+			}
+		}
+		if len(steady) > 0 && len(swaps) > 0 {
+			slices.Sort(steady)
+			slices.Sort(swaps)
+			p99s, p99w := ms(steady[len(steady)*99/100]), ms(swaps[len(swaps)*99/100])
+			fmt.Printf("p99 steady %.2f, from the first mark on %.2f (ms): ratio %.2f\n", p99s, p99w, p99w/p99s)
+		}
+	}
 	for _, m := range marks {
 		fmt.Println("MARK", m)
 	}

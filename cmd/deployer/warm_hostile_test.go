@@ -12,13 +12,11 @@ import (
 	"github.com/deployer/deployer/internal/testutil"
 )
 
-// hangDaemon is warmDaemonWith a $MARK file; v1's worker then stops
-// accepting, so the warm-up goes to green only.
+// hangDaemon is warmDaemonWith a $MARK file.
 func hangDaemon(t *testing.T, timeout string) (*daemon, *appRepo, string) {
 	t.Helper()
 	mark := filepath.Join(t.TempDir(), "mark")
 	d, r := warmDaemonWith(t, timeout, mark)
-	closeListener(t, d)
 	return d, r, mark
 }
 

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,10 +15,9 @@ import (
 // crash-on-warmup exits at its 10th (the count is
 // locked: the warm-up comes over several connections at once); one with hang-on-warmup writes its pid
 // to $MARK at its first and never answers it (preflight's probe, another
-// User-Agent, is answered, so the release passes the health gate). GET /close-listener makes
-// it stop accepting once it answered (it keeps running and holding the
-// socket, as a busy worker would be slow to accept), so that in the test
-// only the new pool takes the warm-up connections.
+// User-Agent, is answered, so the release passes the health gate). The
+// live worker keeps accepting beside the new one: the warm-up must find
+// the new one's connections itself.
 const warmApp = `import os, socket, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
@@ -48,8 +45,6 @@ class H(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()
-        if self.path == "/close-listener":
-            threading.Thread(target=srv.shutdown).start()
 
     def log_message(self, *args):
         pass
@@ -57,19 +52,7 @@ class H(BaseHTTPRequestHandler):
 srv = ThreadingHTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
 srv.socket = socket.socket(fileno=3)
 srv.serve_forever()
-threading.Event().wait()  # no longer accepting, still holding the socket, until TERM
 `
-
-// closeListener makes the live worker of warmApp stop accepting.
-func closeListener(t *testing.T, d *daemon) {
-	t.Helper()
-	resp, err := http.Get("http://" + d.appAddr + "/close-listener")
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-}
 
 // warmDaemon runs warmApp with one worker and health.warmup: 50, and
 // deploys v1.
@@ -109,18 +92,19 @@ func warmDaemonWith(t *testing.T, timeout, mark string) (*daemon, *appRepo) {
 // TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver: with health.warmup,
 // once green is up the daemon sends that many GETs of the health path per
 // green worker to the live socket, and only then cuts over. The old worker
-// here has stopped accepting, so every warm-up request must reach the new
-// one, and it has answered them all before it answers its first live
-// request.
+// is idle and keeps accepting, so it takes its share of new connections;
+// still every warm-up request must reach the new one, and it has answered
+// them all before it answers its first live request.
 func TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver(t *testing.T) {
 	d, r := warmDaemon(t)
-	closeListener(t, d)
-
 	r.commit("v2", nil)
 	out := r.mustPush(d)
 	warmAt, cutAt := strings.Index(out, "Warm-up: 50 GET /healthz on the live socket, 50 answered 2xx"), strings.Index(out, "Cut-over: v2 is live")
 	if warmAt < 0 || cutAt < warmAt {
 		t.Fatalf("the push does not warm v2 up before its cut-over:\n%s", out)
+	}
+	if !strings.Contains(out, "answered by green's workers: 50") {
+		t.Fatalf("the push does not say v2's worker answered the warm-up:\n%s", out)
 	}
 	var body string
 	testutil.WaitFor(t, 15*time.Second, "v2 to answer", func() bool {
@@ -139,7 +123,6 @@ func TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver(t *testing.T) {
 // the live release stays.
 func TestAReleaseThatFallsOverInItsWarmUpNeverGoesLive(t *testing.T) {
 	d, r := warmDaemon(t)
-	closeListener(t, d)
 	r.commit("v2 falls over", map[string]string{"crash-on-warmup": ""})
 	out, err := r.push(d.url(testToken))
 	if err == nil {
