@@ -99,6 +99,13 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 		j.pr.Step("Warm-up: %d GET %s on the live socket, %d answered 2xx (%s)", res.Sent, j.cfg.Health.HTTP, res.OK, secs(time.Since(w0)))
 		if res.Workers != nil {
 			j.pr.Info("answered by green's workers: %s%s", joinInts(res.Workers), straysNote(res.Strays))
+			for i, n := range res.Workers {
+				if n == 0 && j.ctx.Err() == nil {
+					// The kernel gave its connections to other processes
+					// every time: it goes live, but cold.
+					j.pr.Info("worker %d took none of the warm-up's connections: it goes live without a warm-up", i)
+				}
+			}
 		}
 		err := survivedWarmup(green.Status(), j.cfg.Name)
 		if err == nil && res.OK*10 < res.Sent*9 {
