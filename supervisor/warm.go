@@ -152,7 +152,7 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 	var (
 		mu      sync.Mutex
 		res     WarmResult
-		taken   = make([]int, workers) // connections open per worker
+		taken   = make([]int, workers)  // connections open per worker
 		seen    = make([]bool, workers) // whether the worker had one
 		answers = make([]int, workers)
 		told    bool
