@@ -186,7 +186,7 @@ func straysNote(strays int) string {
 	if strays == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (%d connections the live workers took were closed after one answer)", strays)
+	return fmt.Sprintf(" (%d connections the live workers took were closed unused)", strays)
 }
 
 // warmConns is how many connections per green worker the warm-up opens.

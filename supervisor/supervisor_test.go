@@ -37,6 +37,9 @@ func TestHelperWorker(t *testing.T) {
 	}
 	f.Close() // the listener holds its own copy, closed on the stop signal
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if os.Getenv("HELPER_CLOSE") != "" {
+			w.Header().Set("Connection", "close") // one answer per connection
+		}
 		if r.URL.Path == "/healthz" && os.Getenv("HELPER_HEALTH") != "" {
 			code, _ := strconv.Atoi(os.Getenv("HELPER_HEALTH"))
 			w.WriteHeader(code)

@@ -37,17 +37,21 @@ type WarmResult struct {
 	// the connection's owner could be told; nil where it could not.
 	Workers []int
 	// Strays counts the connections another process (the live pool)
-	// accepted: each was closed after its first answer, which is not
-	// counted in Sent.
+	// accepted: each was closed before any request was sent on it.
 	Strays int
 	// First is the first failure, if any.
 	First error
 }
 
 // maxRedials bounds, per connection of a warm-up (all its connections
-// sharing the bound), how many times a connection that went to the wrong
+// sharing the bound; a connection the server closed after its answer is
+// replaced by a new one), how many times a connection that went to the wrong
 // process is closed and dialled again.
 const maxRedials = 16
+
+// starvedPace is the pause between redials once they are past maxRedials
+// while a worker of the pool has had no connection yet.
+const starvedPace = 10 * time.Millisecond
 
 // Warm warms the pool up before its cut-over: it sends GET w.Path to the
 // live socket at w.Addr until w.Requests have been sent, w.Limit has
@@ -55,24 +59,29 @@ const maxRedials = 16
 // caller decides what the count means.
 //
 // On the shared socket a new connection goes to whichever process accepts
-// it first, and an idle live pool takes its share. So once a connection
-// has had its first answer, Warm asks the kernel (sock_diag) for the
-// inode of the socket the server side holds, and keeps the connection
-// only if one of this pool's processes holds it, and only while that
-// worker has fewer than w.Conns of them; otherwise it closes it and dials
-// again (maxRedials times per connection, on average, at most). Every
-// worker of the pool then gets its share, however idle the live pool is
-// (an idle one takes most new connections). Where the
-// owner cannot be told (no sock_diag, a server that closes every
-// connection after one answer) the connection is kept.
+// it first, and an idle live pool takes its share. So once a new
+// connection is accepted, and before any request is sent on it, Warm asks
+// the kernel (sock_diag) for the inode of the socket the server side
+// holds, and keeps the connection only if one of this pool's processes
+// holds it, and only while that worker has fewer than w.Conns of them
+// open; otherwise it closes it and dials again (maxRedials times per
+// connection, on average, at most, unless a worker has had no connection
+// yet: then paced, until w.Limit). No answer of another process is
+// counted, even from a server that closes every connection after one
+// answer, and every worker of the pool gets its share, however idle the
+// live pool is (an idle one takes most new connections). Where the owner
+// cannot be told (no sock_diag) the connection is kept.
 func (p *Pool) Warm(ctx context.Context, w Warmup) WarmResult {
 	return warm(ctx, w, len(p.workers), p.connOwner)
 }
 
-// connOwner is the index of the worker of p whose process holds the server
-// side of c, or -1; known is false where that cannot be told.
-func (p *Pool) connOwner(c net.Conn) (index int, known bool) {
-	ino, ok := serverInode(c)
+// connOwner is the index of the worker of p whose process accepted c, or
+// -1; known is false where that cannot be told. It waits, up to limit or
+// ctx's end, until some process has accepted c: the owner is known before
+// any request is sent, so that no answer of another process is ever
+// counted, whether or not the server keeps its connections open.
+func (p *Pool) connOwner(ctx context.Context, c net.Conn, limit time.Duration) (index int, known bool) {
+	ino, ok := acceptedInode(ctx, c, limit)
 	if !ok {
 		return -1, false
 	}
@@ -87,10 +96,40 @@ func (p *Pool) connOwner(c net.Conn) (index int, known bool) {
 	return -1, true
 }
 
-// serverInode is the inode of the socket the server accepted for the
-// client connection c, from the kernel's socket table (sock_diag): 0 and
-// false where c is not TCP, or the server side is gone or not accepted.
-func serverInode(c net.Conn) (uint64, bool) {
+// acceptedInode is the inode of the server side of c once a process has
+// accepted it (until then the kernel gives it none), polled until limit
+// or ctx's end; false where the kernel cannot say (no sock_diag, not TCP)
+// or no process accepted c in time.
+func acceptedInode(ctx context.Context, c net.Conn, limit time.Duration) (uint64, bool) {
+	deadline := time.Now().Add(limit)
+	pause := 100 * time.Microsecond
+	for {
+		ino, found := serverInode(c)
+		if !found {
+			return 0, false
+		}
+		if ino != 0 {
+			return ino, true
+		}
+		if time.Now().After(deadline) {
+			return 0, false
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, false
+		case <-t.C:
+		}
+		pause = min(2*pause, 5*time.Millisecond)
+	}
+}
+
+// serverInode is the inode of the socket the server side of the client
+// connection c is, from the kernel's socket table (sock_diag): 0 while no
+// process has accepted it yet; found is false where c is not TCP or the
+// kernel does not know the server side (gone, or no sock_diag).
+func serverInode(c net.Conn) (ino uint64, found bool) {
 	local, ok1 := c.LocalAddr().(*net.TCPAddr)
 	remote, ok2 := c.RemoteAddr().(*net.TCPAddr)
 	if !ok1 || !ok2 {
@@ -99,7 +138,7 @@ func serverInode(c net.Conn) (uint64, bool) {
 	// The server's side of the connection: its local address is the one
 	// dialled, its remote one the client's.
 	s, err := netlink.SocketGet(remote, local)
-	if err != nil || s.INode == 0 {
+	if err != nil {
 		return 0, false
 	}
 	return uint64(s.INode), true
@@ -107,13 +146,14 @@ func serverInode(c net.Conn) (uint64, bool) {
 
 // warm is Warm with the owner of a connection told by owner, for a pool of
 // workers workers (0: owners are never told).
-func warm(ctx context.Context, w Warmup, workers int, owner func(net.Conn) (int, bool)) WarmResult {
+func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context, net.Conn, time.Duration) (int, bool)) WarmResult {
 	ctx, cancel := context.WithTimeout(ctx, w.Limit)
 	defer cancel()
 	var (
 		mu      sync.Mutex
 		res     WarmResult
-		taken   = make([]int, workers) // connections kept per worker
+		taken   = make([]int, workers)  // connections open per worker
+		seen    = make([]bool, workers) // whether the worker had one
 		answers = make([]int, workers)
 		told    bool
 	)
@@ -139,25 +179,42 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(net.Conn) (int,
 			answers[slot]++
 		}
 	}
-	// claim decides about a new connection owned by worker idx: the slot
-	// to keep it in, or -2 where that worker has its share and another
-	// has not, or stray where another process holds it.
+	// claim decides about a new connection accepted by worker idx: the
+	// slot to keep it in, or -2 where that worker has its share open and
+	// another has not, or stray where another process accepted it.
 	claim := func(idx int, known bool) (slot int, stray bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch {
-		case !known:
+		if !known {
 			return -1, false
-		case idx < 0:
+		}
+		told = true
+		if idx < 0 {
 			res.Strays++
 			return -1, true
 		}
-		told = true
 		if taken[idx] >= w.Conns && slices.ContainsFunc(taken, func(n int) bool { return n < w.Conns }) {
 			return -2, false
 		}
 		taken[idx]++
+		seen[idx] = true
 		return idx, false
+	}
+	// starving reports whether a worker of the pool has had no connection
+	// yet, while the owner of connections can be told.
+	starving := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return told && slices.Contains(seen, false)
+	}
+	// release gives back slot's place once its connection is closed.
+	release := func(slot int) {
+		if slot < 0 {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		taken[slot]--
 	}
 	url := "http://" + w.Addr + w.Path
 	if _, err := http.NewRequest(http.MethodGet, url, nil); err != nil {
@@ -175,12 +232,18 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(net.Conn) (int,
 	for range conns {
 		wg.Go(func() {
 			var c *warmConn
+			slot := -1
+			drop := func() {
+				c.close()
+				c = nil
+				release(slot)
+				slot = -1
+			}
 			defer func() {
 				if c != nil {
-					c.close()
+					drop()
 				}
 			}()
-			slot := -1
 			for ctx.Err() == nil && take(&left) {
 				if c == nil {
 					var err error
@@ -188,43 +251,49 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(net.Conn) (int,
 						count(-1, 0, err)
 						continue
 					}
-					slot = -2 // whose it is, is known after its first answer
-				}
-				status, keep, err := c.get(ctx, url, perRequest)
-				if slot == -2 {
-					slot = -1
-					if err == nil && keep && owner != nil {
-						idx, known := owner(c.Conn)
+					if owner != nil {
+						idx, known := owner(ctx, c.Conn, perRequest)
+						if ctx.Err() != nil {
+							left.Add(1) // nothing was sent
+							return
+						}
 						var stray bool
 						slot, stray = claim(idx, known)
-						if stray {
-							// Another process's connection: its answer is
-							// not the pool's.
+						if stray || slot == -2 {
+							// Another process's connection, or one more
+							// than this worker's share while another lacks
+							// its own: closed before any request, which
+							// another connection sends.
+							slot = -1
 							left.Add(1)
-							c.close()
-							c = nil
+							drop()
 							if redials.Add(-1) < 0 {
-								return
-							}
-							continue
-						}
-						if slot == -2 {
-							// One more than this worker's share while
-							// another lacks its own: count it, dial again.
-							count(idx, status, nil)
-							c.close()
-							c = nil
-							if redials.Add(-1) < 0 {
-								return
+								if !starving() {
+									return
+								}
+								// A worker has had no connection yet: the
+								// live pool won every race so far. Dial on,
+								// paced, until the time limit.
+								pace := time.NewTimer(starvedPace)
+								select {
+								case <-ctx.Done():
+								case <-pace.C:
+								}
+								pace.Stop()
 							}
 							continue
 						}
 					}
 				}
+				status, keep, err := c.get(ctx, url, perRequest)
 				count(slot, status, err)
+				if err == nil && !keep {
+					// The server closes its connections: the next one is
+					// a new connection, with its own share of redials.
+					redials.Add(maxRedials)
+				}
 				if err != nil || !keep {
-					c.close()
-					c = nil
+					drop()
 				}
 			}
 		})
@@ -284,6 +353,11 @@ func (c *warmConn) get(ctx context.Context, url string, limit time.Duration) (st
 	n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20+1))
 	if err != nil {
 		return 0, false, fmt.Errorf("GET %s: the answer's body: %w", req.URL.Path, orCause(ctx, err))
+	}
+	if n > 1<<20 {
+		// The rest is not read: closing the body would read all of it (a
+		// body that never ends, until the request's time limit).
+		c.close()
 	}
 	return resp.StatusCode, !resp.Close && n <= 1<<20, nil
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -107,8 +108,8 @@ func TestWarmReachesEveryWorkerOfThePoolAndNoOther(t *testing.T) {
 				byPID[pid]++
 			}
 		}
-		if byRelease["v2"] != 400 || byRelease["v1"] != r.Strays {
-			t.Fatalf("round %d: the new pool answered %d warm-up requests, the live one %d with %d strays counted; want 400 and the strays", round, byRelease["v2"], byRelease["v1"], r.Strays)
+		if byRelease["v2"] != 400 || byRelease["v1"] != 0 {
+			t.Fatalf("round %d: the new pool answered %d warm-up requests, the live one %d (%d strays closed); want 400 and 0", round, byRelease["v2"], byRelease["v1"], r.Strays)
 		}
 		for i, st := range green.Status() {
 			n := byPID[strconv.Itoa(st.PID)]
@@ -123,4 +124,78 @@ func TestWarmReachesEveryWorkerOfThePoolAndNoOther(t *testing.T) {
 		t.Fatal("the live pool changed")
 	}
 	t.Logf("strays over 3 rounds: %d", strays)
+}
+
+// TestWarmNeverCountsAnAnswerOfTheLivePoolThatClosesItsConnections: both
+// pools answer Connection: close (as HTTP/1.0 servers do), the live one
+// 200, the new one 500. No answer of the live pool is counted (none of
+// its connections carries a warm-up request), so none of the 2xx.
+func TestWarmNeverCountsAnAnswerOfTheLivePoolThatClosesItsConnections(t *testing.T) {
+	ss := testSockets(t)
+	log := filepath.Join(t.TempDir(), "warm.log")
+	blueSpec := testSpec(t, ss, helperStart(t), 2)
+	blueSpec.Env["HELPER_WARM_LOG"] = log
+	blueSpec.Env["HELPER_CLOSE"] = "1"
+	startPool(t, blueSpec)
+	greenSpec := testSpec(t, ss, helperStart(t), 2)
+	greenSpec.Release = "v2"
+	greenSpec.Env["HELPER_WARM_LOG"] = log
+	greenSpec.Env["HELPER_CLOSE"] = "1"
+	greenSpec.Env["HELPER_HEALTH"] = "500"
+	green := startPool(t, greenSpec)
+
+	r := green.Warm(context.Background(), Warmup{Addr: ss[0].LocalAddr(), Path: "/healthz", Conns: 4, Requests: 200, Limit: 15 * time.Second})
+	b, _ := os.ReadFile(log)
+	byRelease := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		release, _, _ := strings.Cut(line, " ")
+		byRelease[release]++
+	}
+	t.Logf("sent %d, ok %d, strays %d, per worker %v; answered: %v", r.Sent, r.OK, r.Strays, r.Workers, byRelease)
+	if r.OK != 0 || byRelease["v1"] != 0 || r.Sent != 200 || byRelease["v2"] != 200 {
+		t.Fatalf("sent %d, %d answered 2xx; the live pool answered %d, the new one %d; want no 2xx, none from the live pool, all 200 from the new one", r.Sent, r.OK, byRelease["v1"], byRelease["v2"])
+	}
+	if len(r.Workers) != 2 || r.Workers[0]+r.Workers[1] != r.Sent {
+		t.Fatalf("per worker %v for %d sent: the owner of every connection is known", r.Workers, r.Sent)
+	}
+}
+
+// TestWarmDoesNotReadABodyThatNeverEnds: a fast 200 whose body never ends
+// is read up to its limit and the connection closed, not read on until
+// the request's time limit.
+func TestWarmDoesNotReadABodyThatNeverEnds(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		chunk := make([]byte, 64<<10)
+		for r.Context().Err() == nil {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	t0 := time.Now()
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 1, Requests: 3, Limit: 8 * time.Second}, 0, nil)
+	if took := time.Since(t0); r.Sent != 3 || took > 4*time.Second {
+		t.Fatalf("sent %d (ok %d, first failure %v) in %s; want 3, well within the 8s limit", r.Sent, r.OK, r.First, took)
+	}
+}
+
+// TestWarmDialsOnWhileAWorkerHadNoConnection: the live pool wins the
+// first 300 connections, far past the redial bound; the warm-up dials on
+// (paced) until the new worker has its connections, and sends them all.
+func TestWarmDialsOnWhileAWorkerHadNoConnection(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	var dials atomic.Int64
+	owner := func(context.Context, net.Conn, time.Duration) (int, bool) {
+		if dials.Add(1) <= 300 {
+			return -1, true // the live pool's
+		}
+		return 0, true
+	}
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 4, Requests: 40, Limit: 15 * time.Second}, 1, owner)
+	if r.Sent != 40 || r.OK != 40 || r.Strays != 300 || len(r.Workers) != 1 || r.Workers[0] != 40 {
+		t.Fatalf("sent %d, ok %d, strays %d, per worker %v (first failure %v); want 40, 40, 300, [40]", r.Sent, r.OK, r.Strays, r.Workers, r.First)
+	}
 }
