@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -252,6 +253,15 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 						continue
 					}
 					if owner != nil {
+						// The request's first bytes, so that a socket with
+						// TCP_DEFER_ACCEPT hands the connection to a process
+						// now: its owner is then known before anything
+						// that makes a request has been sent.
+						if err := c.begin(perRequest); err != nil {
+							count(-1, 0, err)
+							drop()
+							continue
+						}
 						idx, known := owner(ctx, c.Conn, perRequest)
 						if ctx.Err() != nil {
 							left.Add(1) // nothing was sent
@@ -318,7 +328,8 @@ func take(left *atomic.Int64) bool {
 // warmConn is one keep-alive connection of a warm-up.
 type warmConn struct {
 	net.Conn
-	br *bufio.Reader
+	br    *bufio.Reader
+	begun bool // requestStart is sent, and the rest of the request not yet
 }
 
 func dialWarm(ctx context.Context, addr string) (*warmConn, error) {
@@ -331,6 +342,21 @@ func dialWarm(ctx context.Context, addr string) (*warmConn, error) {
 
 func (c *warmConn) close() { c.Conn.Close() }
 
+// requestStart is what begin sends of a connection's first request: not
+// yet a request to any server, which waits for the rest (a live worker
+// that gets only this sees a client that went away).
+const requestStart = "GET "
+
+// begin sends requestStart, which get then leaves out.
+func (c *warmConn) begin(limit time.Duration) error {
+	c.SetWriteDeadline(time.Now().Add(limit))
+	if _, err := io.WriteString(c.Conn, requestStart); err != nil {
+		return fmt.Errorf("the warm-up's connection: %w", err)
+	}
+	c.begun = true
+	return nil
+}
+
 // get sends one GET and reads its answer, body included (up to 1 MiB):
 // its status, and whether the connection may carry another request.
 func (c *warmConn) get(ctx context.Context, url string, limit time.Duration) (status int, keep bool, err error) {
@@ -342,7 +368,15 @@ func (c *warmConn) get(ctx context.Context, url string, limit time.Duration) (st
 	c.SetDeadline(time.Now().Add(limit))
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := req.Write(c); err != nil {
+	var buf bytes.Buffer
+	if err := req.Write(&buf); err != nil {
+		return 0, false, fmt.Errorf("GET %s: %w", req.URL.Path, err)
+	}
+	b := buf.Bytes()
+	if c.begun {
+		b, c.begun = bytes.TrimPrefix(b, []byte(requestStart)), false
+	}
+	if _, err := c.Write(b); err != nil {
 		return 0, false, fmt.Errorf("GET %s: %w", req.URL.Path, orCause(ctx, err))
 	}
 	resp, err := http.ReadResponse(c.br, req)

@@ -82,10 +82,15 @@ func TestWarmReachesEveryWorkerOfThePoolAndNoOther(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "warm.log")
 	blueSpec := testSpec(t, ss, helperStart(t), 2)
 	blueSpec.Env["HELPER_WARM_LOG"] = log
+	// As an HTTP app's socket is by default (defer_accept): the kernel
+	// hands a connection to a process only once its first bytes arrive,
+	// so the warm-up must send some before it can ask whose it is.
+	blueSpec.DeferAccept = 30 * time.Minute
 	blue := startPool(t, blueSpec)
 	greenSpec := testSpec(t, ss, helperStart(t), 2)
 	greenSpec.Release = "v2"
 	greenSpec.Env["HELPER_WARM_LOG"] = log
+	greenSpec.DeferAccept = blueSpec.DeferAccept
 	green := startPool(t, greenSpec)
 
 	strays := 0
@@ -135,11 +140,16 @@ func TestWarmNeverCountsAnAnswerOfTheLivePoolThatClosesItsConnections(t *testing
 	log := filepath.Join(t.TempDir(), "warm.log")
 	blueSpec := testSpec(t, ss, helperStart(t), 2)
 	blueSpec.Env["HELPER_WARM_LOG"] = log
+	// As an HTTP app's socket is by default (defer_accept): the kernel
+	// hands a connection to a process only once its first bytes arrive,
+	// so the warm-up must send some before it can ask whose it is.
+	blueSpec.DeferAccept = 30 * time.Minute
 	blueSpec.Env["HELPER_CLOSE"] = "1"
 	startPool(t, blueSpec)
 	greenSpec := testSpec(t, ss, helperStart(t), 2)
 	greenSpec.Release = "v2"
 	greenSpec.Env["HELPER_WARM_LOG"] = log
+	greenSpec.DeferAccept = blueSpec.DeferAccept
 	greenSpec.Env["HELPER_CLOSE"] = "1"
 	greenSpec.Env["HELPER_HEALTH"] = "500"
 	green := startPool(t, greenSpec)
