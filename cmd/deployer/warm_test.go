@@ -106,6 +106,7 @@ func TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver(t *testing.T) {
 	if !strings.Contains(out, "answered by green's workers: 50") {
 		t.Fatalf("the push does not say v2's worker answered the warm-up:\n%s", out)
 	}
+	t.Log(out[warmAt:cutAt])
 	var body string
 	testutil.WaitFor(t, 15*time.Second, "v2 to answer", func() bool {
 		var err error
