@@ -235,7 +235,7 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 			var c *warmConn
 			slot := -1
 			drop := func() {
-				c.close()
+				c.Close()
 				c = nil
 				release(slot)
 				slot = -1
@@ -274,7 +274,6 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 							// than this worker's share while another lacks
 							// its own: closed before any request, which
 							// another connection sends.
-							slot = -1
 							left.Add(1)
 							drop()
 							if redials.Add(-1) < 0 {
@@ -340,8 +339,6 @@ func dialWarm(ctx context.Context, addr string) (*warmConn, error) {
 	return &warmConn{Conn: c, br: bufio.NewReader(c)}, nil
 }
 
-func (c *warmConn) close() { c.Conn.Close() }
-
 // requestStart is what begin sends of a connection's first request: not
 // yet a request to any server, which waits for the rest (a live worker
 // that gets only this sees a client that went away).
@@ -391,7 +388,7 @@ func (c *warmConn) get(ctx context.Context, url string, limit time.Duration) (st
 	if n > 1<<20 {
 		// The rest is not read: closing the body would read all of it (a
 		// body that never ends, until the request's time limit).
-		c.close()
+		c.Close()
 	}
 	return resp.StatusCode, !resp.Close && n <= 1<<20, nil
 }
