@@ -12,8 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/vishvananda/netlink"
 )
 
 // WarmUserAgent is the User-Agent of the warm-up requests, for an app that
@@ -131,18 +129,18 @@ func acceptedInode(ctx context.Context, c net.Conn, limit time.Duration) (uint64
 // process has accepted it yet; found is false where c is not TCP or the
 // kernel does not know the server side (gone, or no sock_diag).
 func serverInode(c net.Conn) (ino uint64, found bool) {
-	local, ok1 := c.LocalAddr().(*net.TCPAddr)
-	remote, ok2 := c.RemoteAddr().(*net.TCPAddr)
+	local, ok1 := addrPort(c.LocalAddr())
+	remote, ok2 := addrPort(c.RemoteAddr())
 	if !ok1 || !ok2 {
 		return 0, false
 	}
 	// The server's side of the connection: its local address is the one
 	// dialled, its remote one the client's.
-	s, err := netlink.SocketGet(remote, local)
+	ino, err := tcpInode(remote, local)
 	if err != nil {
 		return 0, false
 	}
-	return uint64(s.INode), true
+	return ino, true
 }
 
 // warm is Warm with the owner of a connection told by owner, for a pool of

@@ -30,6 +30,7 @@ func main() {
 	conns := flag.Int("c", 64, "connections")
 	dur := flag.Duration("d", 20*time.Second, "how long")
 	bucket := flag.Duration("b", 100*time.Millisecond, "bucket width")
+	raw := flag.String("raw", "", "also write each request as \"sent-at latency\" (µs) to this file")
 	flag.Parse()
 	if *addr == "" {
 		fmt.Fprintln(os.Stderr, "latency-timeline: -addr is required")
@@ -100,6 +101,11 @@ func main() {
 	if len(all) == 0 {
 		fmt.Println("no answers")
 		return
+	}
+	if *raw != "" {
+		if err := writeRaw(*raw, all); err != nil {
+			fmt.Fprintln(os.Stderr, "latency-timeline:", err)
+		}
 	}
 	lats := make([]time.Duration, len(all))
 	for i, s := range all {
@@ -173,3 +179,20 @@ func get(c net.Conn, r *bufio.Reader) (keep bool, err error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// writeRaw writes every sample, as "sent-at latency" in microseconds.
+func writeRaw(path string, all []sample) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, s := range all {
+		fmt.Fprintf(w, "%d %d\n", s.at.Microseconds(), s.lat.Microseconds())
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
