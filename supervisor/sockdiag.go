@@ -14,8 +14,8 @@ import (
 // The kernel's socket table (sock_diag, netlink), asked about one TCP
 // connection by its addresses: an exact lookup, a hash probe in the kernel.
 // A dump request (what general netlink libraries send) walks every TCP hash
-// bucket instead, and cost the daemon ~0.4 ms of CPU per question: a fifth
-// of a warm-up's CPU, taken from the live workers (docs/BENCHMARKS.md).
+// bucket instead: it was a fifth of the daemon's CPU in a warm-up, taken
+// from the live workers (docs/BENCHMARKS.md).
 
 // Sizes and offsets of struct inet_diag_req_v2 and struct inet_diag_msg
 // (linux/inet_diag.h), both around struct inet_diag_sockid.
