@@ -94,9 +94,12 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	if n := j.cfg.Health.Warmup; n > 0 && j.cfg.Health.HTTP != "" {
 		w0 := time.Now()
 		res := green.Warm(j.ctx, supervisor.Warmup{Addr: j.liveAddr(), Path: j.cfg.Health.HTTP,
-			Conns: warmConns, Requests: n * rel.Workers, Limit: j.cfg.Health.Timeout})
+			Conns: warmConns, Requests: n * rel.Workers, Limit: j.cfg.Health.Timeout, Share: warmShare})
 		lt.green = time.Since(t)
 		j.pr.Step("Warm-up: %d GET %s on the live socket, %d answered 2xx (%s)", res.Sent, j.cfg.Health.HTTP, res.OK, secs(time.Since(w0)))
+		if res.CPU > 0 {
+			j.pr.Info("paced: green held to %.2f cores, %s", res.CPU, spareNote(res.Spare, res.CPU))
+		}
 		if res.Workers != nil {
 			j.pr.Info("answered by green's workers: %s%s", joinInts(res.Workers), straysNote(res.Strays))
 			for i, n := range res.Workers {
@@ -191,6 +194,20 @@ func straysNote(strays int) string {
 
 // warmConns is how many connections per green worker the warm-up opens.
 const warmConns = 4
+
+// warmShare is the share of the CPU left idle while green started that
+// green may use in its warm-up: the rest stays for the live workers'
+// bursts.
+const warmShare = 0.5
+
+// spareNote says what a paced warm-up's budget of cpu cores came from:
+// spare cores were idle while green started.
+func spareNote(spare, cpu float64) string {
+	if cpu > spare*warmShare {
+		return fmt.Sprintf("the least a warm-up gets (%.2f cores were idle while green started)", spare)
+	}
+	return fmt.Sprintf("half of the %.2f cores idle while green started", spare)
+}
 
 // acceptWait bounds how long a cut-over waits for the pool it replaces to
 // close its listeners after the stop signal.

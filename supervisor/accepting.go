@@ -78,6 +78,22 @@ func (w *worker) procs() []int {
 	return w.procsOf(pid, group)
 }
 
+// cgroupUsage is the CPU time the worker's current process and all it
+// started have used, from its cgroup; -1 where it has none.
+func (w *worker) cgroupUsage() time.Duration {
+	w.mu.Lock()
+	group := w.group
+	w.mu.Unlock()
+	if group == "" || w.spec.cgroups == nil {
+		return -1
+	}
+	d, ok := w.spec.cgroups.CPUUsage(group)
+	if !ok {
+		return -1
+	}
+	return d
+}
+
 func (w *worker) procsOf(pid int, group string) []int {
 	if group != "" && w.spec.cgroups != nil {
 		return w.spec.cgroups.Procs(group)

@@ -74,6 +74,11 @@ func (spec PoolSpec) deferAccept(sockets []*Socket) {
 type Pool struct {
 	spec    PoolSpec
 	workers []*worker
+	// started and idle are when NewPool started the workers, and the
+	// machine's idle CPU then: the warm-up's budget is a share of what
+	// stayed idle since.
+	started time.Time
+	idle    idleSample
 }
 
 // StartPool starts spec.Workers workers on spec.Sockets and returns once each
@@ -91,7 +96,7 @@ func StartPool(ctx context.Context, spec PoolSpec, timeout time.Duration) (*Pool
 // NewPool spawns spec.Workers workers on spec.Sockets and returns at once;
 // WaitUp tells when they are up. Until then their state is "starting".
 func NewPool(spec PoolSpec) *Pool {
-	p := &Pool{spec: spec}
+	p := &Pool{spec: spec, started: time.Now(), idle: sampleIdle()}
 	spec.deferAccept(spec.Sockets)
 	for i := 0; i < spec.Workers; i++ {
 		p.workers = append(p.workers, newWorker(p.workerSpec(i, spec.Sockets, true), nil, WorkerRecord{}))

@@ -52,6 +52,11 @@ func TestHelperWorker(t *testing.T) {
 				f.Close()
 			}
 		}
+		if d, err := time.ParseDuration(os.Getenv("HELPER_BURN")); err == nil {
+			// CPU per request, as a cold worker spends it.
+			for t0 := time.Now(); time.Since(t0) < d; {
+			}
+		}
 		fmt.Fprintf(w, "%s %s %d", os.Getenv("DEPLOYER_RELEASE"), os.Getenv("DEPLOYER_WORKER"), os.Getpid())
 	})}
 	go srv.Serve(ln)

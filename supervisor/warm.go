@@ -19,12 +19,16 @@ import (
 const WarmUserAgent = "deployer-warmup"
 
 // Warmup is what Warm sends: GET Path to Addr, Requests in all, over Conns
-// keep-alive connections per worker at once, for at most Limit.
+// keep-alive connections per worker at once, for at most Limit. With Share
+// set, the pool's processes may use at most that share of the CPU that was
+// idle while the pool started (and at least minWarmCPU cores) meanwhile:
+// the warm-up then takes what the live workers do not use, and no more.
 type Warmup struct {
 	Addr, Path string
 	Conns      int
 	Requests   int
 	Limit      time.Duration
+	Share      float64
 }
 
 // WarmResult is what a warm-up did.
@@ -40,6 +44,10 @@ type WarmResult struct {
 	Strays int
 	// First is the first failure, if any.
 	First error
+	// Spare is how many cores were idle while the pool started, and CPU
+	// the budget, in cores, the pool's processes were held to (0: the
+	// warm-up was not paced).
+	Spare, CPU float64
 }
 
 // maxRedials bounds, per connection of a warm-up (all its connections
@@ -71,7 +79,17 @@ const starvedPace = 10 * time.Millisecond
 // live pool is (an idle one takes most new connections). Where the owner
 // cannot be told (no sock_diag) the connection is kept.
 func (p *Pool) Warm(ctx context.Context, w Warmup) WarmResult {
-	return warm(ctx, w, len(p.workers), p.connOwner)
+	var pc *pacer
+	var spare float64
+	if w.Share > 0 {
+		spare = spareCPU(p.idle, sampleIdle(), time.Since(p.started), p.cpuTime())
+		pc = newPacer(max(w.Share*spare, minWarmCPU), p.cpuTime)
+	}
+	res := warm(ctx, w, len(p.workers), p.connOwner, pc)
+	if pc != nil {
+		res.Spare, res.CPU = spare, pc.cores
+	}
+	return res
 }
 
 // connOwner is the index of the worker of p whose process accepted c, or
@@ -145,7 +163,8 @@ func serverInode(c net.Conn) (ino uint64, found bool) {
 
 // warm is Warm with the owner of a connection told by owner, for a pool of
 // workers workers (0: owners are never told).
-func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context, net.Conn, time.Duration) (int, bool)) WarmResult {
+// A pacer, if set, holds the requests to its CPU budget.
+func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context, net.Conn, time.Duration) (int, bool), pc *pacer) WarmResult {
 	ctx, cancel := context.WithTimeout(ctx, w.Limit)
 	defer cancel()
 	var (
@@ -290,6 +309,13 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 							}
 							continue
 						}
+					}
+				}
+				if pc != nil {
+					pc.wait(ctx)
+					if ctx.Err() != nil {
+						left.Add(1) // nothing was sent
+						return
 					}
 				}
 				status, keep, err := c.get(ctx, url, perRequest)

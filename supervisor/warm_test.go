@@ -32,7 +32,7 @@ func TestWarmEndsWithItsContextAndLeavesNothing(t *testing.T) {
 	base := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(300*time.Millisecond, cancel)
-	r := warm(ctx, Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 8, Requests: 1000, Limit: time.Minute}, 0, nil)
+	r := warm(ctx, Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 8, Requests: 1000, Limit: time.Minute}, 0, nil, nil)
 	ok, first := r.OK, r.First
 	if ok != 0 || first == nil {
 		t.Errorf("ok = %d, first failure %v; want 0 and the cancel", ok, first)
@@ -52,7 +52,7 @@ func TestWarmCountsABodyThatNeverEndsAsAFailure(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 1, Requests: 1, Limit: 2 * time.Second}, 0, nil)
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 1, Requests: 1, Limit: 2 * time.Second}, 0, nil, nil)
 	sent, ok, first := r.Sent, r.OK, r.First
 	if sent != 1 || ok != 0 || first == nil {
 		t.Errorf("sent %d, ok %d, first failure %v; want 1, 0 and the body's error", sent, ok, first)
@@ -65,7 +65,7 @@ func TestWarmWithABadPathSaysSoAndSendsNothing(t *testing.T) {
 	var hits atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer srv.Close()
-	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/health%zz", Conns: 4, Requests: 100, Limit: 5 * time.Second}, 0, nil)
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/health%zz", Conns: 4, Requests: 100, Limit: 5 * time.Second}, 0, nil, nil)
 	sent, ok, first := r.Sent, r.OK, r.First
 	if sent != 0 || ok != 0 || first == nil || hits.Load() != 0 {
 		t.Errorf("sent %d, ok %d, first failure %v, server hit %d times; want 0, 0, an error, 0", sent, ok, first, hits.Load())
@@ -185,7 +185,7 @@ func TestWarmDoesNotReadABodyThatNeverEnds(t *testing.T) {
 	}))
 	defer srv.Close()
 	t0 := time.Now()
-	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 1, Requests: 3, Limit: 8 * time.Second}, 0, nil)
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 1, Requests: 3, Limit: 8 * time.Second}, 0, nil, nil)
 	if took := time.Since(t0); r.Sent != 3 || took > 4*time.Second {
 		t.Fatalf("sent %d (ok %d, first failure %v) in %s; want 3, well within the 8s limit", r.Sent, r.OK, r.First, took)
 	}
@@ -204,7 +204,7 @@ func TestWarmDialsOnWhileAWorkerHadNoConnection(t *testing.T) {
 		}
 		return 0, true
 	}
-	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 4, Requests: 40, Limit: 15 * time.Second}, 1, owner)
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 4, Requests: 40, Limit: 15 * time.Second}, 1, owner, nil)
 	if r.Sent != 40 || r.OK != 40 || r.Strays != 300 || len(r.Workers) != 1 || r.Workers[0] != 40 {
 		t.Fatalf("sent %d, ok %d, strays %d, per worker %v (first failure %v); want 40, 40, 300, [40]", r.Sent, r.OK, r.Strays, r.Workers, r.First)
 	}

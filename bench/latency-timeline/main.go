@@ -6,6 +6,10 @@
 // reload's start and end).
 //
 //	latency-timeline -addr 127.0.0.1:8080 -c 64 -d 16s -b 100ms < marks
+//
+// With -rate N the load is open: N requests per second in all, each
+// connection on a fixed schedule, latency counted from when a request was
+// due (as wrk2 does), so the latency below saturation can be measured.
 package main
 
 import (
@@ -23,13 +27,18 @@ import (
 	"time"
 )
 
-type sample struct{ at, lat time.Duration }
+type sample struct {
+	at, lat time.Duration
+	fresh   bool // the first request on its connection
+	connect time.Duration
+}
 
 func main() {
 	addr := flag.String("addr", "", "host:port to load")
 	conns := flag.Int("c", 64, "connections")
 	dur := flag.Duration("d", 20*time.Second, "how long")
 	bucket := flag.Duration("b", 100*time.Millisecond, "bucket width")
+	rate := flag.Float64("rate", 0, "requests per second in all, sent on a fixed schedule (0: back to back)")
 	raw := flag.String("raw", "", "also write each request as \"sent-at latency\" (µs) to this file")
 	flag.Parse()
 	if *addr == "" {
@@ -53,14 +62,27 @@ func main() {
 			mu.Unlock()
 		}
 	}()
+	// With -rate, each connection sends on a fixed schedule and a
+	// request's latency counts from when it was due, not from when it
+	// could be sent: a late answer delays the requests queued behind it on
+	// its connection, and they count that delay (no coordinated omission,
+	// as in wrk2).
+	var every time.Duration
+	if *rate > 0 {
+		every = time.Duration(float64(*conns) / *rate * float64(time.Second))
+	}
 	var wg sync.WaitGroup
-	for range *conns {
+	for i := range *conns {
 		wg.Go(func() {
 			var local []sample
 			var c net.Conn
 			var r *bufio.Reader
+			due := start.Add(every * time.Duration(i) / time.Duration(*conns))
 			for time.Since(start) < *dur {
+				fresh := c == nil
+				var connect time.Duration
 				if c == nil {
+					d0 := time.Now()
 					var err error
 					if c, err = net.DialTimeout("tcp", *addr, 5*time.Second); err != nil {
 						mu.Lock()
@@ -70,8 +92,16 @@ func main() {
 						continue
 					}
 					r = bufio.NewReader(c)
+					connect = time.Since(d0)
 				}
 				t0 := time.Now()
+				if every > 0 {
+					if d := time.Until(due); d > 0 {
+						time.Sleep(d)
+					}
+					t0 = due
+					due = due.Add(every)
+				}
 				keep, err := get(c, r)
 				if err != nil {
 					mu.Lock()
@@ -81,7 +111,7 @@ func main() {
 					c = nil
 					continue
 				}
-				local = append(local, sample{t0.Sub(start), time.Since(t0)})
+				local = append(local, sample{t0.Sub(start), time.Since(t0), fresh, connect})
 				if !keep {
 					c.Close()
 					c = nil
@@ -188,7 +218,7 @@ func writeRaw(path string, all []sample) error {
 	}
 	w := bufio.NewWriter(f)
 	for _, s := range all {
-		fmt.Fprintf(w, "%d %d\n", s.at.Microseconds(), s.lat.Microseconds())
+		fmt.Fprintf(w, "%d %d %t %d\n", s.at.Microseconds(), s.lat.Microseconds(), s.fresh, s.connect.Microseconds())
 	}
 	if err := w.Flush(); err != nil {
 		f.Close()

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -270,4 +271,24 @@ func (t *Tree) Procs(name string) []int {
 		}
 	}
 	return out
+}
+
+// CPUUsage is the CPU time the processes of group name have used
+// (cpu.stat's usage_usec, there with or without the cpu controller), and
+// whether it could be read.
+func (t *Tree) CPUUsage(name string) (time.Duration, bool) {
+	b, err := os.ReadFile(filepath.Join(t.dir, filepath.Clean("/"+name), "cpu.stat"))
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, false
+			}
+			return time.Duration(n) * time.Microsecond, true
+		}
+	}
+	return 0, false
 }

@@ -1,0 +1,146 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The warm-up's CPU budget. A warm-up that sends as fast as green answers
+// takes every core it can: a cold worker costs several times what a warm
+// one does per request, and its JIT compiles on threads of its own. Under
+// an open load that already uses half the machine, that pushed demand past
+// capacity, and the live requests queued behind it for up to 0.5 s
+// (docs/BENCHMARKS.md). So the warm-up is paced: green's processes may use
+// no more than a share of the CPU that was idle while green started.
+
+// clockTick is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// minWarmCPU is the least CPU, in cores, a paced warm-up may use, so that
+// it moves on a saturated machine too (it is bounded by health.timeout).
+const minWarmCPU = 0.25
+
+// warmBurst is how far ahead of its budget a paced warm-up may get.
+const warmBurst = 20 * time.Millisecond
+
+// idleSample is the machine's idle and total CPU time so far, from the
+// first line of /proc/stat.
+type idleSample struct {
+	idle, total time.Duration
+	ok          bool
+}
+
+func sampleIdle() idleSample {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return idleSample{}
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 5 || f[0] != "cpu" {
+		return idleSample{}
+	}
+	var s idleSample
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return idleSample{}
+		}
+		d := time.Duration(n) * clockTick
+		if i == 3 || i == 4 { // idle, iowait
+			s.idle += d
+		}
+		if i < 8 { // user nice system idle iowait irq softirq steal; guest is in user
+			s.total += d
+		}
+	}
+	s.ok = true
+	return s
+}
+
+// spareCPU is how many cores were idle between from and to, counting as
+// idle what used, the CPU the pool's own processes took meanwhile (its
+// workers booting), which the warm-up replaces.
+func spareCPU(from, to idleSample, wall, used time.Duration) float64 {
+	if !from.ok || !to.ok || wall <= 0 {
+		return 0
+	}
+	return float64(to.idle-from.idle+used) / float64(wall)
+}
+
+// cpuTime is the CPU time process pid has used, all its threads, or 0.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The fields after the command, which is in parentheses and may hold
+	// anything: utime and stime are the 14th and 15th of the line.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	s, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(u+s) * clockTick
+}
+
+// cpuTime is the CPU time the pool's processes have used so far (those
+// still running: what an exited one used is not counted).
+func (p *Pool) cpuTime() time.Duration {
+	var sum time.Duration
+	for _, w := range p.workers {
+		if g := w.cgroupUsage(); g >= 0 {
+			sum += g
+			continue
+		}
+		for _, pid := range w.procs() {
+			sum += cpuTime(pid)
+		}
+	}
+	return sum
+}
+
+// pacer holds a warm-up to a CPU budget: cores of CPU, as measured by used.
+type pacer struct {
+	cores float64
+	used  func() time.Duration
+	start time.Time
+	base  time.Duration
+}
+
+func newPacer(cores float64, used func() time.Duration) *pacer {
+	return &pacer{cores: cores, used: used, start: time.Now(), base: used()}
+}
+
+// wait returns once what was used since the start is within the budget
+// (plus warmBurst), or ctx ends.
+func (pc *pacer) wait(ctx context.Context) {
+	for {
+		over := pc.used() - pc.base - time.Duration(pc.cores*float64(time.Since(pc.start))) - warmBurst
+		if over <= 0 {
+			return
+		}
+		// The time the budget takes to cover what is over, in steps that
+		// follow the CPU clock's tick.
+		d := min(max(time.Duration(float64(over)/pc.cores), time.Millisecond), 50*time.Millisecond)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
