@@ -3,13 +3,17 @@
 # draining stop handler) under deployer, loaded by bench/latency-timeline
 # (64 keep-alive connections), reloaded RELOADS times; prints the latency
 # of the requests by when they were sent, per 100 ms, with each reload's
-# start and end marked.
+# start and end marked, and a table of the slow requests by the step of
+# the reload they were sent in (each step of the reload's output starts a
+# phase; "between" is from 2 s after a reload to the next).
 #
 #   bench/swap-timeline.sh [WARMUP]     # health.warmup (default 0)
+#   RATE=12000 bench/swap-timeline.sh   # an open load of 12000 requests/s
+#                                       # (default: back to back, closed)
 #
 # Needs node, python3 and go; everything runs on 127.0.0.1.
 set -euo pipefail
-WARMUP=${1:-0} RELOADS=${RELOADS:-2}
+WARMUP=${1:-0} RELOADS=${RELOADS:-2} RATE=${RATE:-0}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 daemon_pid=""
@@ -43,15 +47,32 @@ mkdir "$work/app" && cp "$root/bench/node/server.js" "$work/app/"
 (cd "$work/app" && git init -q -b main && git add -A && git -c user.name=b -c user.email=b@b commit -qm v1 &&
   git push -q "http://bench:bench-token@127.0.0.1:$GIT_PORT/app.git" main 2> /dev/null)
 mkfifo "$work/marks"
-"$work/timeline" -addr "127.0.0.1:$PORT" -c 64 -d "$((4 + RELOADS * 6))s" < "$work/marks" > "$work/out.txt" &
+"$work/timeline" -rate "$RATE" -addr "127.0.0.1:$PORT" -c 64 -d "$((4 + RELOADS * 10))s" < "$work/marks" > "$work/out.txt" &
 timeline_pid=$!
 exec 3> "$work/marks"
 sleep 4
+# phase STEP-LINE: the phase a step of the reload's output starts.
+phase() {
+  case "$1" in
+    *"-----> Reloading"*) echo preflight ;;
+    *"-----> Starting"*) echo "green starting" ;;
+    *"-----> Green is up"*) echo warm-up ;;
+    *"-----> Warm-up:"*) echo cut-over ;;
+    *"-----> Cut-over:"*) echo after ;;
+  esac
+}
 for i in $(seq "$RELOADS"); do
   echo "reload $i starts" >&3
-  "$work/deployer" reload app -c "$work/d/deployer.yaml" > "$work/reload.txt" 2>&1
+  : > "$work/reload.txt"
+  "$work/deployer" reload app -c "$work/d/deployer.yaml" 2>&1 | while IFS= read -r line; do
+    echo "$line" >> "$work/reload.txt"
+    p=$(phase "$line")
+    [ -z "$p" ] || echo "phase $p" >&3
+  done
   echo "reload $i returned" >&3
-  sleep 4
+  sleep 2
+  echo "phase between" >&3
+  sleep 6
 done
 exec 3>&-
 wait "$timeline_pid"

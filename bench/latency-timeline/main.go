@@ -10,6 +10,10 @@
 // With -rate N the load is open: N requests per second in all, each
 // connection on a fixed schedule, latency counted from when a request was
 // due (as wrk2 does), so the latency below saturation can be measured.
+//
+// A mark "phase NAME" starts a phase: the requests sent until the next
+// such mark are counted in NAME, and a table says where the slow requests
+// were (bench/swap-timeline.sh marks each step of a reload).
 package main
 
 import (
@@ -21,6 +25,7 @@ import (
 	"net/textproto"
 	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +44,7 @@ func main() {
 	dur := flag.Duration("d", 20*time.Second, "how long")
 	bucket := flag.Duration("b", 100*time.Millisecond, "bucket width")
 	rate := flag.Float64("rate", 0, "requests per second in all, sent on a fixed schedule (0: back to back)")
-	raw := flag.String("raw", "", "also write each request as \"sent-at latency\" (µs) to this file")
+	raw := flag.String("raw", "", "also write each request to this file: sent-at and latency (µs), whether it was its connection's first, and how long that connection took to dial (µs)")
 	flag.Parse()
 	if *addr == "" {
 		fmt.Fprintln(os.Stderr, "latency-timeline: -addr is required")
@@ -49,6 +54,7 @@ func main() {
 	var mu sync.Mutex
 	var all []sample
 	var marks []string
+	var phases []phaseMark
 	var firstMark time.Duration
 	errs := 0
 	go func() {
@@ -59,6 +65,9 @@ func main() {
 				firstMark = time.Since(start)
 			}
 			marks = append(marks, fmt.Sprintf("%8.2f %s", time.Since(start).Seconds(), sc.Text()))
+			if name, ok := strings.CutPrefix(sc.Text(), "phase "); ok {
+				phases = append(phases, phaseMark{time.Since(start), name})
+			}
 			mu.Unlock()
 		}
 	}()
@@ -160,6 +169,7 @@ func main() {
 			slices.Sort(swaps)
 			p99s, p99w := ms(steady[len(steady)*99/100]), ms(swaps[len(swaps)*99/100])
 			fmt.Printf("p99 steady %.2f, from the first mark on %.2f (ms): ratio %.2f\n", p99s, p99w, p99w/p99s)
+			printPhases(all, phases, steady[len(steady)*99/100], len(swaps))
 		}
 	}
 	for _, m := range marks {
@@ -209,6 +219,46 @@ func get(c net.Conn, r *bufio.Reader) (keep bool, err error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// phaseMark is a mark "phase NAME": from then until the next one, the
+// requests sent belong to phase NAME.
+type phaseMark struct {
+	at   time.Duration
+	name string
+}
+
+// printPhases says, for each phase named by the marks (all its stretches
+// together), how many requests were sent in it, their p99, and how many
+// took over 1.5× the steady p99: as a share of the phase, and of all the
+// requests sent since the first mark (swaps, in all). For the p99 since
+// the first mark to stay within 1.5× steady, those shares must add up to
+// under 1%.
+func printPhases(all []sample, phases []phaseMark, p99 time.Duration, swaps int) {
+	if len(phases) == 0 {
+		return
+	}
+	var order []string
+	by := map[string][]time.Duration{}
+	for _, s := range all {
+		i := sort.Search(len(phases), func(i int) bool { return phases[i].at > s.at }) - 1
+		if i < 0 {
+			continue
+		}
+		name := phases[i].name
+		if _, ok := by[name]; !ok {
+			order = append(order, name)
+		}
+		by[name] = append(by[name], s.lat)
+	}
+	fmt.Printf("by phase (slow: over 1.5× the steady p99, %.2f ms):\n", ms(p99*3/2))
+	for _, name := range order {
+		l := by[name]
+		slices.Sort(l)
+		slow := len(l) - sort.Search(len(l), func(i int) bool { return l[i] > p99*3/2 })
+		fmt.Printf("  %-14s n=%8d p99=%8.2f slow=%7d (%5.2f%% of the phase, %5.2f%% of all since the first mark)\n",
+			name, len(l), ms(l[len(l)*99/100]), slow, 100*float64(slow)/float64(len(l)), 100*float64(slow)/float64(swaps))
+	}
+}
 
 // writeRaw writes every sample, as "sent-at latency" in microseconds.
 func writeRaw(path string, all []sample) error {
