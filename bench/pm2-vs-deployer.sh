@@ -8,14 +8,14 @@
 #   bench/pm2-vs-deployer.sh [--quick] [--reloads N] [--conns C] [--warmup W]
 #
 # deployer runs twice: as configured by default, and with health.warmup: W
-# (default 3000 GETs per green worker before the cut-over). --quick runs
+# (default 1000 GETs per green worker before the cut-over). --quick runs
 # only the draining stop handler, with 3 reloads (under 2 minutes).
 #
 # Needs node, npm (PM2 5 is installed from the npm registry into a cache
 # directory), wrk, python3 and go. Everything runs on 127.0.0.1 and stops
 # by itself; the daemons and workers it starts are stopped on exit.
 set -euo pipefail
-RELOADS=8 CONNS=64 STEADY=15 GAP=5 WARMUP=3000 MODES="close drain"
+RELOADS=8 CONNS=64 STEADY=15 GAP=5 WARMUP=1000 MODES="close drain"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) RELOADS=3 STEADY=6 GAP=4 MODES=drain ;;
