@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -27,11 +28,11 @@ const minWarmCPU = 0.25
 // warmBurst is how far ahead of its budget a paced warm-up may get.
 const warmBurst = 20 * time.Millisecond
 
-// idleSample is the machine's idle and total CPU time so far, from the
+// idleSample is the machine's idle CPU time so far, all CPUs, from the
 // first line of /proc/stat.
 type idleSample struct {
-	idle, total time.Duration
-	ok          bool
+	idle time.Duration
+	ok   bool
 }
 
 func sampleIdle() idleSample {
@@ -45,18 +46,12 @@ func sampleIdle() idleSample {
 		return idleSample{}
 	}
 	var s idleSample
-	for i, v := range f[1:] {
+	for _, v := range f[4:6] { // idle and iowait, after "cpu", user, nice and system
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
 			return idleSample{}
 		}
-		d := time.Duration(n) * clockTick
-		if i == 3 || i == 4 { // idle, iowait
-			s.idle += d
-		}
-		if i < 8 { // user nice system idle iowait irq softirq steal; guest is in user
-			s.total += d
-		}
+		s.idle += time.Duration(n) * clockTick
 	}
 	s.ok = true
 	return s
@@ -118,17 +113,32 @@ type pacer struct {
 	used  func() time.Duration
 	start time.Time
 	base  time.Duration
+
+	mu       sync.Mutex
+	readAt   time.Time     // when used was last read,
+	lastUsed time.Duration // and what it said
 }
 
 func newPacer(cores float64, used func() time.Duration) *pacer {
 	return &pacer{cores: cores, used: used, start: time.Now(), base: used()}
 }
 
+// spent is what was used since the start, read at most once a millisecond:
+// every request of the warm-up asks.
+func (pc *pacer) spent() time.Duration {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if time.Since(pc.readAt) >= time.Millisecond {
+		pc.readAt, pc.lastUsed = time.Now(), pc.used()
+	}
+	return pc.lastUsed - pc.base
+}
+
 // wait returns once what was used since the start is within the budget
 // (plus warmBurst), or ctx ends.
 func (pc *pacer) wait(ctx context.Context) {
 	for {
-		over := pc.used() - pc.base - time.Duration(pc.cores*float64(time.Since(pc.start))) - warmBurst
+		over := pc.spent() - time.Duration(pc.cores*float64(time.Since(pc.start))) - warmBurst
 		if over <= 0 {
 			return
 		}

@@ -24,15 +24,15 @@ func TestPacerWaitsUntilTheBudgetCoversWhatWasUsed(t *testing.T) {
 }
 
 func TestSpareCPUCountsIdleTimeAndThePoolsOwn(t *testing.T) {
-	from := idleSample{idle: 10 * time.Second, total: 40 * time.Second, ok: true}
-	to := idleSample{idle: 10*time.Second + 600*time.Millisecond, total: 42 * time.Second, ok: true}
+	from := idleSample{idle: 10 * time.Second, ok: true}
+	to := idleSample{idle: 10*time.Second + 600*time.Millisecond, ok: true}
 	if got := spareCPU(from, to, time.Second, 400*time.Millisecond); got != 1.0 {
 		t.Fatalf("spare = %v; want 1 core (0.6 idle + 0.4 the pool took)", got)
 	}
 	if got := spareCPU(idleSample{}, to, time.Second, 0); got != 0 {
 		t.Fatalf("spare without a first sample = %v; want 0", got)
 	}
-	if s := sampleIdle(); !s.ok || s.total <= 0 {
+	if s := sampleIdle(); !s.ok || s.idle <= 0 {
 		t.Fatalf("/proc/stat: %+v", s)
 	}
 	for t0 := time.Now(); time.Since(t0) < 50*time.Millisecond; {
