@@ -25,15 +25,23 @@ const (
 	diagMsgInode  = 4 + diagSockIDLen + 16 // family..retrans, id, expires, rqueue, wqueue, uid
 )
 
-// tcpListen is TCP_LISTEN, the state of a listening socket.
-const tcpListen = 10
+// States of a TCP socket (include/net/tcp_states.h): a listening one, and
+// those of a connection that may still wait in a listener's accept queue
+// (with no file, so inode 0): the handshake done or not, the client gone.
+const (
+	tcpEstablished = 1
+	tcpSynRecv     = 3
+	tcpCloseWait   = 8
+	tcpListen      = 10
+)
 
 // errNoSocket means the kernel has no socket with those addresses.
 var errNoSocket = errors.New("no such socket")
 
 // tcpInode is the inode of the TCP socket whose local address is local and
 // remote address is remote: 0 while it has no file (a connection still in
-// a listener's accept queue), errNoSocket if there is none. An IPv4 pair
+// a listener's accept queue), errNoSocket if there is none, or none a
+// process can hold any more (accepted, then closed). An IPv4 pair
 // is looked for among IPv4 sockets, then as IPv4-mapped among IPv6 ones (a
 // dual-stack listener's connections).
 func tcpInode(local, remote netip.AddrPort) (uint64, error) {
@@ -114,7 +122,18 @@ func diagExact(fd int, family uint8, local, remote netip.Addr, lport, rport uint
 				if m.Data[1] == tcpListen || binary.BigEndian.Uint16(m.Data[4+2:]) != rport {
 					return 0, errNoSocket
 				}
-				return uint64(ne.Uint32(m.Data[diagMsgInode:])), nil
+				ino := uint64(ne.Uint32(m.Data[diagMsgInode:]))
+				if ino == 0 {
+					switch m.Data[1] {
+					case tcpEstablished, tcpSynRecv, tcpCloseWait:
+					default:
+						// Closed by the process that accepted it
+						// (FIN_WAIT, TIME_WAIT...): no file, and never one
+						// again, unlike a connection still queued.
+						return 0, errNoSocket
+					}
+				}
+				return ino, nil
 			}
 		}
 	}
