@@ -120,16 +120,24 @@ type pacer struct {
 }
 
 func newPacer(cores float64, used func() time.Duration) *pacer {
-	return &pacer{cores: cores, used: used, start: time.Now(), base: used()}
+	u := used()
+	return &pacer{cores: cores, used: used, start: time.Now(), base: u, lastUsed: u}
 }
 
 // spent is what was used since the start, read at most once a millisecond:
-// every request of the warm-up asks.
+// every request of the warm-up asks. It never goes down: where used does
+// (a process of the pool exited, a worker restarted: what it used left the
+// pool's sum), the base goes down with it, so that CPU spent is not handed
+// out again as budget.
 func (pc *pacer) spent() time.Duration {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if time.Since(pc.readAt) >= time.Millisecond {
-		pc.readAt, pc.lastUsed = time.Now(), pc.used()
+		u := pc.used()
+		if u < pc.lastUsed {
+			pc.base -= pc.lastUsed - u
+		}
+		pc.readAt, pc.lastUsed = time.Now(), u
 	}
 	return pc.lastUsed - pc.base
 }
