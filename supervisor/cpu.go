@@ -40,9 +40,14 @@ func sampleIdle() idleSample {
 	if err != nil {
 		return idleSample{}
 	}
+	return parseIdle(b)
+}
+
+// parseIdle is sampleIdle's reading of /proc/stat's text b.
+func parseIdle(b []byte) idleSample {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
 	f := strings.Fields(string(line))
-	if len(f) < 5 || f[0] != "cpu" {
+	if len(f) < 6 || f[0] != "cpu" { // iowait, the 6th, is missing before Linux 2.6
 		return idleSample{}
 	}
 	var s idleSample

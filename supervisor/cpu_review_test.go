@@ -52,3 +52,17 @@ func TestPacerHoldsTheBudgetWhenAWorkerRestarts(t *testing.T) {
 		t.Fatalf("the pool used %s since the crash, over the budget of %.2f cores since the pacer started (%s): the exited worker's CPU was handed out again", used, minWarmCPU, budget)
 	}
 }
+
+// /proc/stat's first line: idle and iowait are the 5th and 6th fields; a
+// line without iowait (before Linux 2.6) is no sample, not a panic.
+func TestParseIdleFields(t *testing.T) {
+	s := parseIdle([]byte("cpu  10 20 30 400 5 6 7 8 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"))
+	if !s.ok || s.idle != 405*clockTick {
+		t.Fatalf("parseIdle = %+v; want %s", s, 405*clockTick)
+	}
+	for _, b := range []string{"cpu 1 2 3 4\n", "cpu 1 2 3\n", "intr 1 2 3 4 5 6\n", "", "cpu 1 2 3 x 5\n"} {
+		if s := parseIdle([]byte(b)); s.ok {
+			t.Fatalf("parseIdle(%q) = %+v; want no sample", b, s)
+		}
+	}
+}
