@@ -2,6 +2,10 @@ package supervisor
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -64,5 +68,30 @@ func TestParseIdleFields(t *testing.T) {
 		if s := parseIdle([]byte(b)); s.ok {
 			t.Fatalf("parseIdle(%q) = %+v; want no sample", b, s)
 		}
+	}
+}
+
+// cpuTime reads utime and stime after the last ')' of /proc/PID/stat: a
+// command name with spaces and parentheses of its own does not shift them.
+func TestCPUTimeOfAProcessWithAStrangeName(t *testing.T) {
+	cmd := exec.Command("sh", "-c", `printf 'a) b ) (c' > /proc/self/comm && while :; do :; done`)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := cmd.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		if d := cpuTime(pid); strings.TrimSpace(string(comm)) == "a) b ) (c" && d >= 100*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %q: cpuTime %s after 5s of busy loop", comm, cpuTime(pid))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := cpuTime(pid); d > 10*time.Second {
+		t.Fatalf("cpuTime %s: a field that is not utime+stime", d)
 	}
 }
