@@ -167,6 +167,11 @@ func serverInode(c net.Conn) (ino uint64, found bool) {
 func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context, net.Conn, time.Duration) (int, bool), pc *pacer) WarmResult {
 	ctx, cancel := context.WithTimeout(ctx, w.Limit)
 	defer cancel()
+	// No request starts in the last fifth of the limit: those in flight
+	// have that long to be answered before the limit counts them failed
+	// (a paced warm-up sends few, and each counts).
+	sending, stopSending := context.WithTimeout(ctx, w.Limit*4/5)
+	defer stopSending()
 	var (
 		mu      sync.Mutex
 		res     WarmResult
@@ -262,10 +267,14 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 					drop()
 				}
 			}()
-			for ctx.Err() == nil && take(&left) {
+			for sending.Err() == nil && take(&left) {
 				if c == nil {
 					var err error
-					if c, err = dialWarm(ctx, w.Addr); err != nil {
+					if c, err = dialWarm(sending, w.Addr); err != nil {
+						if sending.Err() != nil {
+							left.Add(1) // ended while dialling: nothing was sent
+							return
+						}
 						count(-1, 0, err)
 						continue
 					}
@@ -279,8 +288,8 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 							drop()
 							continue
 						}
-						idx, known := owner(ctx, c.Conn, perRequest)
-						if ctx.Err() != nil {
+						idx, known := owner(sending, c.Conn, perRequest)
+						if sending.Err() != nil {
 							left.Add(1) // nothing was sent
 							return
 						}
@@ -302,7 +311,7 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 								// paced, until the time limit.
 								pace := time.NewTimer(starvedPace)
 								select {
-								case <-ctx.Done():
+								case <-sending.Done():
 								case <-pace.C:
 								}
 								pace.Stop()
@@ -312,8 +321,8 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 					}
 				}
 				if pc != nil {
-					pc.wait(ctx)
-					if ctx.Err() != nil {
+					pc.wait(sending)
+					if sending.Err() != nil {
 						left.Add(1) // nothing was sent
 						return
 					}

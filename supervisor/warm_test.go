@@ -209,3 +209,21 @@ func TestWarmDialsOnWhileAWorkerHadNoConnection(t *testing.T) {
 		t.Fatalf("sent %d, ok %d, strays %d, per worker %v (first failure %v); want 40, 40, 300, [40]", r.Sent, r.OK, r.Strays, r.Workers, r.First)
 	}
 }
+
+// TestWarmStartsNoRequestItsLimitWouldCutOff: requests answered in 1s, a
+// limit of 5s. None starts in the last fifth of the limit, so each one
+// sent is answered: a slow app (or a paced warm-up, which sends few) is
+// not failed by the requests the limit would have cut off.
+func TestWarmStartsNoRequestItsLimitWouldCutOff(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(time.Second):
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 1, Requests: 100, Limit: 5 * time.Second}, 0, nil, nil)
+	if r.Sent == 0 || r.OK != r.Sent || r.First != nil {
+		t.Fatalf("sent %d, ok %d, first failure %v; want every request sent answered", r.Sent, r.OK, r.First)
+	}
+}
