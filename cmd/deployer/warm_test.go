@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +106,9 @@ func TestGreenIsWarmedOnTheLiveSocketBeforeTheCutOver(t *testing.T) {
 	}
 	if !strings.Contains(out, "answered by green's workers: 50") {
 		t.Fatalf("the push does not say v2's worker answered the warm-up:\n%s", out)
+	}
+	if !regexp.MustCompile(`paced: green held to \d+\.\d\d cores, (half of the \d+\.\d\d cores idle|the least a warm-up gets)`).MatchString(out) {
+		t.Fatalf("the push does not say how the warm-up was paced:\n%s", out)
 	}
 	t.Log(out[warmAt:cutAt])
 	var body string
