@@ -94,14 +94,14 @@ func (j *job) goLive(rel *releases.Release, c cutover) (liveTimes, error) {
 	if n := j.cfg.Health.Warmup; n > 0 && j.cfg.Health.HTTP != "" {
 		w0 := time.Now()
 		res := green.Warm(j.ctx, supervisor.Warmup{Addr: j.liveAddr(), Path: j.cfg.Health.HTTP,
-			Conns: warmConns, Requests: n * rel.Workers, Limit: j.cfg.Health.Timeout, Share: warmShare})
+			Conns: warmConns, Requests: n * rel.Workers, ConnLife: warmConnLife(n), Limit: j.cfg.Health.Timeout, Share: warmShare})
 		lt.green = time.Since(t)
 		j.pr.Step("Warm-up: %d GET %s on the live socket, %d answered 2xx (%s)", res.Sent, j.cfg.Health.HTTP, res.OK, secs(time.Since(w0)))
 		if res.CPU > 0 {
 			j.pr.Info("paced: green held to %.2f cores, %s", res.CPU, spareNote(res.Spare, res.CPU))
 		}
 		if res.Workers != nil {
-			j.pr.Info("answered by green's workers: %s%s", joinInts(res.Workers), straysNote(res.Strays))
+			j.pr.Info("answered by green's workers: %s, over %d connections%s", joinInts(res.Workers), res.Conns, straysNote(res.Strays))
 			for i, n := range res.Workers {
 				if n == 0 && j.ctx.Err() == nil {
 					// The kernel gave its connections to other processes
@@ -194,6 +194,18 @@ func straysNote(strays int) string {
 
 // warmConns is how many connections per green worker the warm-up opens.
 const warmConns = 4
+
+// warmConnLife is how many requests one warm-up connection carries
+// before the warm-up closes it and dials another, for a warm-up of n
+// requests per worker: about a quarter of a connection's share, so that
+// each worker sees its connections close early in the warm-up and often
+// (the JIT then compiles for closed connections too, and does not
+// recompile at the cut-over), from 25 to 250 requests.
+func warmConnLife(n int) int {
+	return min(max(n/warmConns/4, minConnLife), maxConnLife)
+}
+
+const minConnLife, maxConnLife = 25, 250
 
 // warmShare is the share of the CPU left idle while green started that
 // green may use in its warm-up: the rest stays for the live workers'

@@ -19,7 +19,9 @@ import (
 const WarmUserAgent = "deployer-warmup"
 
 // Warmup is what Warm sends: GET Path to Addr, Requests in all, over Conns
-// keep-alive connections per worker at once, for at most Limit. With Share
+// keep-alive connections per worker at once, for at most Limit. With
+// ConnLife set, a connection carries at most that many requests: then the
+// warm-up closes it and dials another, as live clients come and go. With Share
 // set, the pool's processes may use at most that share of the CPU that was
 // idle while the pool started (and at least minWarmCPU cores) meanwhile:
 // the warm-up then takes what the live workers do not use, and no more.
@@ -27,6 +29,7 @@ type Warmup struct {
 	Addr, Path string
 	Conns      int
 	Requests   int
+	ConnLife   int
 	Limit      time.Duration
 	Share      float64
 }
@@ -39,6 +42,8 @@ type WarmResult struct {
 	// Workers is how many requests each worker of the pool answered, where
 	// the connection's owner could be told; nil where it could not.
 	Workers []int
+	// Conns counts the connections that carried a request.
+	Conns int
 	// Strays counts the connections another process (the live pool)
 	// accepted: each was closed before any request was sent on it.
 	Strays int
@@ -78,6 +83,14 @@ const starvedPace = 10 * time.Millisecond
 // answer, and every worker of the pool gets its share, however idle the
 // live pool is (an idle one takes most new connections). Where the owner
 // cannot be told (no sock_diag) the connection is kept.
+//
+// With w.ConnLife set, connections are replaced as they would be by live
+// clients, so the app runs its connections' whole life while warming:
+// accepted, carrying requests, closed by the client. A JIT compiles its
+// hot code for the objects it has seen; a first close changes the shape
+// of the stream objects that code takes, and throws much of it away.
+// Without it, the first connections green ever sees close are the
+// warm-up's own, as it ends: at the cut-over, under live load.
 func (p *Pool) Warm(ctx context.Context, w Warmup) WarmResult {
 	var pc *pacer
 	var spare float64
@@ -180,12 +193,16 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 		answers = make([]int, workers)
 		told    bool
 	)
-	// count counts one request sent, answered by worker slot (-1: not
-	// known) with status, or failed with err.
-	count := func(slot, status int, err error) {
+	// count counts one request sent (the first of its connection, if
+	// first), answered by worker slot (-1: not known) with status, or
+	// failed with err.
+	count := func(first bool, slot, status int, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		res.Sent++
+		if first {
+			res.Conns++
+		}
 		switch {
 		case err != nil:
 			if res.First == nil {
@@ -256,11 +273,13 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 		wg.Go(func() {
 			var c *warmConn
 			slot := -1
+			carried := 0 // requests sent on c
 			drop := func() {
 				c.Close()
 				c = nil
 				release(slot)
 				slot = -1
+				carried = 0
 			}
 			defer func() {
 				if c != nil {
@@ -275,7 +294,7 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 							left.Add(1) // ended while dialling: nothing was sent
 							return
 						}
-						count(-1, 0, err)
+						count(false, -1, 0, err)
 						continue
 					}
 					if owner != nil {
@@ -284,7 +303,7 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 						// now: its owner is then known before anything
 						// that makes a request has been sent.
 						if err := c.begin(perRequest); err != nil {
-							count(-1, 0, err)
+							count(false, -1, 0, err)
 							drop()
 							continue
 						}
@@ -328,10 +347,15 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 					}
 				}
 				status, keep, err := c.get(ctx, url, perRequest)
-				count(slot, status, err)
+				carried++
+				count(carried == 1, slot, status, err)
+				if w.ConnLife > 0 && carried >= w.ConnLife {
+					keep = false // closed, as a client that goes away
+				}
 				if err == nil && !keep {
-					// The server closes its connections: the next one is
-					// a new connection, with its own share of redials.
+					// The server closes its connections, or the warm-up
+					// did: the next one is a new connection, with its own
+					// share of redials.
 					redials.Add(maxRedials)
 				}
 				if err != nil || !keep {

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -225,5 +226,53 @@ func TestWarmStartsNoRequestItsLimitWouldCutOff(t *testing.T) {
 	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 1, Requests: 100, Limit: 5 * time.Second}, 0, nil, nil)
 	if r.Sent == 0 || r.OK != r.Sent || r.First != nil {
 		t.Fatalf("sent %d, ok %d, first failure %v; want every request sent answered", r.Sent, r.OK, r.First)
+	}
+}
+
+// TestWarmClosesItsConnectionsAsLiveClientsDo: with ConnLife 50, each
+// connection carries at most 50 requests and is then closed by the
+// warm-up, which dials another; the server sees connections close while
+// the warm-up still sends (its connections' whole life is warmed, not
+// only their requests), and Conns counts them all.
+func TestWarmClosesItsConnectionsAsLiveClientsDo(t *testing.T) {
+	var (
+		mu        sync.Mutex
+		perConn   = map[string]int{}
+		closed    int
+		sentAfter int // requests that arrived after a connection closed
+	)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		perConn[r.RemoteAddr]++
+		if closed > 0 {
+			sentAfter++
+		}
+	}))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			mu.Lock()
+			closed++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 2, Requests: 400, ConnLife: 50, Limit: 30 * time.Second}, 0, nil, nil)
+	if r.Sent != 400 || r.OK != 400 {
+		t.Fatalf("sent %d, ok %d (first failure %v); want 400, 400", r.Sent, r.OK, r.First)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for addr, n := range perConn {
+		if n > 50 {
+			t.Errorf("connection %s carried %d requests; want at most 50", addr, n)
+		}
+	}
+	if len(perConn) < 8 || r.Conns != len(perConn) {
+		t.Errorf("the server saw %d connections, the warm-up counted %d; want at least 8 (400 requests, 50 each), the same", len(perConn), r.Conns)
+	}
+	if sentAfter < 200 {
+		t.Errorf("%d requests came after the first connection closed; want most of the warm-up's 400 (connections close early)", sentAfter)
 	}
 }
