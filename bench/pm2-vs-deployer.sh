@@ -5,11 +5,13 @@
 # protocol asks. Every figure is printed beside its baseline from the same
 # run (the machines are shared and noisy: compare ratios).
 #
-#   bench/pm2-vs-deployer.sh [--quick] [--reloads N] [--conns C] [--warmup W]
+#   bench/pm2-vs-deployer.sh [--quick] [--reloads N] [--conns C] [--warmup W] [--gap S]
 #
 # deployer runs twice: as configured by default, and with health.warmup: W
-# (default 1000 GETs per green worker before the cut-over). --quick runs
-# only the draining stop handler, with 3 reloads (under 2 minutes).
+# (default 1000 GETs per green worker before the cut-over). Reloads start
+# S seconds apart (default 5; a reload that takes longer is followed at
+# once by the next). --quick runs only the draining stop handler, with 3
+# reloads (under 2 minutes).
 #
 # Needs node, npm (PM2 5 is installed from the npm registry into a cache
 # directory), wrk, python3 and go. Everything runs on 127.0.0.1 and stops
@@ -22,7 +24,8 @@ while [ $# -gt 0 ]; do
     --reloads) RELOADS=$2; shift ;;
     --conns) CONNS=$2; shift ;;
     --warmup) WARMUP=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--reloads N] [--conns C] [--warmup W]" >&2; exit 2 ;;
+    --gap) GAP=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--reloads N] [--conns C] [--warmup W] [--gap S]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -52,12 +55,15 @@ wait_http() { for _ in $(seq 200); do curl -sf "http://127.0.0.1:$1/" > /dev/nul
 
 # run_wrk OUT SECONDS: wrk with latency percentiles.
 run_wrk() { wrk -t2 -c"$CONNS" -d"$2s" --latency "http://127.0.0.1:$PORT/" > "$1"; }
-# measure NAME RELOAD-COMMAND...: steady run, then a run with RELOADS reloads.
+# measure NAME RELOAD-COMMAND...: steady run, then a run with RELOADS
+# reloads GAP seconds apart: wrk runs from GAP seconds before the first
+# reload until GAP seconds after the last one started, or until it
+# returned if that is later (ended by SIGINT, on which wrk prints its
+# figures): every reload is measured, however long it takes.
 measure() {
   local name=$1; shift
   run_wrk "$work/$name-steady.txt" "$STEADY"
-  local dur=$((RELOADS * GAP + GAP))
-  run_wrk "$work/$name-swaps.txt" "$dur" &
+  wrk -t2 -c"$CONNS" -d"$((RELOADS * 120 + GAP))s" --latency "http://127.0.0.1:$PORT/" > "$work/$name-swaps.txt" &
   local wrk_pid=$!
   sleep "$GAP"
   for _ in $(seq "$RELOADS"); do
@@ -68,6 +74,7 @@ measure() {
     echo "$e - $s" | bc >> "$work/$name-reload-seconds.txt"
     sleep "$(echo "$GAP - ($e - $s)" | bc | awk '{print ($1 > 0) ? $1 : 0}')"
   done
+  kill -INT "$wrk_pid"
   wait "$wrk_pid"
 }
 

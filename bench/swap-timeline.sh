@@ -47,18 +47,21 @@ mkdir "$work/app" && cp "$root/bench/node/server.js" "$work/app/"
 (cd "$work/app" && git init -q -b main && git add -A && git -c user.name=b -c user.email=b@b commit -qm v1 &&
   git push -q "http://bench:bench-token@127.0.0.1:$GIT_PORT/app.git" main 2> /dev/null)
 mkfifo "$work/marks"
-"$work/timeline" -rate "$RATE" -addr "127.0.0.1:$PORT" -c 64 -d "$((4 + RELOADS * 10))s" < "$work/marks" > "$work/out.txt" &
+"$work/timeline" -rate "$RATE" -addr "127.0.0.1:$PORT" -c 64 -d "$((4 + RELOADS * 60))s" < "$work/marks" > "$work/out.txt" &
 timeline_pid=$!
 exec 3> "$work/marks"
 sleep 4
-# phase STEP-LINE: the phase a step of the reload's output starts.
+# phase STEP-LINE: sets p to the phase a step of the reload's output
+# starts, if any (no subshell: a fork at the cut-over would compete with
+# what is measured).
 phase() {
   case "$1" in
-    *"-----> Reloading"*) echo preflight ;;
-    *"-----> Starting"*) echo "green starting" ;;
-    *"-----> Green is up"*) echo warm-up ;;
-    *"-----> Warm-up:"*) echo cut-over ;;
-    *"-----> Cut-over:"*) echo after ;;
+    *"-----> Reloading"*) p=preflight ;;
+    *"-----> Starting"*) p="green starting" ;;
+    *"-----> Green is up"*) p=warm-up ;;
+    *"-----> Warm-up:"*) p=cut-over ;;
+    *"-----> Cut-over:"*) p=after ;;
+    *) p="" ;;
   esac
 }
 for i in $(seq "$RELOADS"); do
@@ -66,7 +69,7 @@ for i in $(seq "$RELOADS"); do
   : > "$work/reload.txt"
   "$work/deployer" reload app -c "$work/d/deployer.yaml" 2>&1 | while IFS= read -r line; do
     echo "$line" >> "$work/reload.txt"
-    p=$(phase "$line")
+    phase "$line"
     [ -z "$p" ] || echo "phase $p" >&3
   done
   echo "reload $i returned" >&3
@@ -74,6 +77,7 @@ for i in $(seq "$RELOADS"); do
   echo "phase between" >&3
   sleep 6
 done
+echo stop >&3
 exec 3>&-
 wait "$timeline_pid"
 cat "$work/out.txt"

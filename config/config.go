@@ -226,9 +226,9 @@ type Health struct {
 	Timeout time.Duration `mapstructure:"timeout" yaml:"timeout"`
 	// Warmup is how many GETs of HTTP per green worker the daemon sends to
 	// the live socket once green is up, before the cut-over, so that a
-	// runtime with a JIT (Node, the JVM, PyPy) meets live traffic warm. New
-	// connections go to whichever worker accepts first, and under load that
-	// is the idle green ones. Default 0 (off); needs HTTP.
+	// runtime with a JIT (Node, the JVM, PyPy) meets live traffic warm
+	// (supervisor.Pool.Warm: only green's connections carry them, and they
+	// are replaced as live clients' are). Default 0 (off); needs HTTP.
 	Warmup int `mapstructure:"warmup" yaml:"warmup"`
 	// Watch keeps probing the live address after cut-over. Default 0 (off).
 	Watch time.Duration `mapstructure:"watch" yaml:"watch"`

@@ -13,7 +13,8 @@
 //
 // A mark "phase NAME" starts a phase: the requests sent until the next
 // such mark are counted in NAME, and a table says where the slow requests
-// were (bench/swap-timeline.sh marks each step of a reload).
+// were (bench/swap-timeline.sh marks each step of a reload). A line
+// "stop" ends the load before -d has passed.
 package main
 
 import (
@@ -29,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,9 +59,15 @@ func main() {
 	var phases []phaseMark
 	var firstMark time.Duration
 	errs := 0
+	// A line "stop" on stdin ends the load before -d.
+	var stopped atomic.Bool
 	go func() {
 		sc := bufio.NewScanner(os.Stdin)
 		for sc.Scan() {
+			if sc.Text() == "stop" {
+				stopped.Store(true)
+				return
+			}
 			mu.Lock()
 			if firstMark == 0 {
 				firstMark = time.Since(start)
@@ -87,7 +95,7 @@ func main() {
 			var c net.Conn
 			var r *bufio.Reader
 			due := start.Add(every * time.Duration(i) / time.Duration(*conns))
-			for time.Since(start) < *dur {
+			for time.Since(start) < *dur && !stopped.Load() {
 				fresh := c == nil
 				var connect time.Duration
 				if c == nil {
