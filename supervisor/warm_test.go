@@ -276,3 +276,44 @@ func TestWarmClosesItsConnectionsAsLiveClientsDo(t *testing.T) {
 		t.Errorf("%d requests came after the first connection closed; want most of the warm-up's 400 (connections close early)", sentAfter)
 	}
 }
+
+// TestWarmKeepsAConnectionItCannotReplace: with ConnLife 10, the live pool
+// takes every connection after each worker's first two. A connection
+// closed for its life is one the warm-up may never get back: it is
+// replaced only once the replacement is green's, else it carries on, and
+// the warm-up still sends all 200 requests, well within its limit, each on
+// a connection of green's (its first kept to the end).
+func TestWarmKeepsAConnectionItCannotReplace(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		perConn = map[string]int{}
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		perConn[r.RemoteAddr]++
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	var dials atomic.Int64
+	owner := func(context.Context, net.Conn, time.Duration) (int, bool) {
+		if n := dials.Add(1); n <= 4 {
+			return int(n % 2), true
+		}
+		return -1, true // the live pool's, from now on
+	}
+	fds := openFDs(t)
+	t0 := time.Now()
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 2, Requests: 200, ConnLife: 10, Limit: 20 * time.Second}, 2, owner, nil)
+	took := time.Since(t0)
+	// Every connection is closed, those set aside included (the server
+	// closes its side once the client has).
+	testutil.WaitFor(t, 5*time.Second, "the warm-up's connections to be closed", func() bool { return openFDs(t) <= fds })
+	mu.Lock()
+	defer mu.Unlock()
+	if r.Sent != 200 || r.OK != 200 || len(r.Workers) != 2 || r.Workers[0]+r.Workers[1] != 200 || took > 5*time.Second {
+		t.Fatalf("sent %d, ok %d, per worker %v, %d strays (first failure %v) in %s; want 200, 200, all green's, well within the 20s limit", r.Sent, r.OK, r.Workers, r.Strays, r.First, took)
+	}
+	if r.Conns != 4 || len(perConn) != 4 {
+		t.Fatalf("the server saw %d connections, the warm-up counted %d; want the 4 green took", len(perConn), r.Conns)
+	}
+}
