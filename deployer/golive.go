@@ -200,7 +200,9 @@ const warmConns = 4
 // requests per worker: about a quarter of a connection's share, so that
 // each worker sees its connections close early in the warm-up and often
 // (the JIT then compiles for closed connections too, and does not
-// recompile at the cut-over), from 25 to 250 requests.
+// recompile at the cut-over), from 25 to 250 requests. Below 400 per
+// worker that is more than a quarter, and at 100 or fewer a connection
+// carries its whole share: none closes before the warm-up ends.
 func warmConnLife(n int) int {
 	return min(max(n/warmConns/4, minConnLife), maxConnLife)
 }

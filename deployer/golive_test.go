@@ -181,3 +181,30 @@ func TestTheLedgerRecordsTheChangeBeforeBlueDrains(t *testing.T) {
 		t.Fatalf("when blue began to drain, the ledger's last reload was %+v", atDrain)
 	}
 }
+
+// TestWarmConnLifeIsAQuarterOfAConnectionsShareWithinItsBounds: for a
+// warm-up of n per worker, a connection carries from 25 to 250 requests,
+// a quarter of its share (n / warmConns) where that is within them, so a
+// connection is replaced at least 3 times from 400 per worker on; at 100
+// or fewer, none is replaced before the warm-up ends.
+func TestWarmConnLifeIsAQuarterOfAConnectionsShareWithinItsBounds(t *testing.T) {
+	for _, c := range []struct{ n, life int }{
+		{0, 25}, {1, 25}, {100, 25}, {400, 25}, {1000, 62}, {3000, 187}, {4000, 250}, {10000, 250}, {1000000, 250},
+	} {
+		if got := warmConnLife(c.n); got != c.life {
+			t.Errorf("warmConnLife(%d) = %d; want %d", c.n, got, c.life)
+		}
+	}
+	for n := 1; n <= 1000000; n = n*3/2 + 1 {
+		share, life := n/warmConns, warmConnLife(n)
+		if life < minConnLife || life > maxConnLife {
+			t.Errorf("warmConnLife(%d) = %d: not within %d-%d", n, life, minConnLife, maxConnLife)
+		}
+		if n >= 400 && share/life < 4 {
+			t.Errorf("warmConnLife(%d) = %d: a connection's share of %d has %d lives; want at least 4", n, life, share, share/life)
+		}
+		if n <= 100 && share > life {
+			t.Errorf("warmConnLife(%d) = %d: a connection's share of %d is replaced", n, life, share)
+		}
+	}
+}

@@ -20,8 +20,9 @@ const WarmUserAgent = "deployer-warmup"
 
 // Warmup is what Warm sends: GET Path to Addr, Requests in all, over Conns
 // keep-alive connections per worker at once, for at most Limit. With
-// ConnLife set, a connection carries at most that many requests: then the
-// warm-up closes it and dials another, as live clients come and go. With Share
+// ConnLife set, a connection is replaced after that many requests, as live
+// clients come and go: the warm-up dials another, and closes the old one
+// once the new one is the pool's (else the old one carries on). With Share
 // set, the pool's processes may use at most that share of the CPU that was
 // idle while the pool started (and at least minWarmCPU cores) meanwhile:
 // the warm-up then takes what the live workers do not use, and no more.
@@ -56,8 +57,9 @@ type WarmResult struct {
 }
 
 // maxRedials bounds, per connection of a warm-up (all its connections
-// sharing the bound; a connection the server closed after its answer is
-// replaced by a new one), how many times a connection that went to the wrong
+// sharing the bound; a connection the server closed after its answer, or
+// one the warm-up replaces after w.ConnLife requests, is replaced by a new
+// one with its own share), how many times a connection that went to the wrong
 // process is closed and dialled again.
 const maxRedials = 16
 
@@ -90,7 +92,11 @@ const starvedPace = 10 * time.Millisecond
 // hot code for the objects it has seen; a first close changes the shape
 // of the stream objects that code takes, and throws much of it away.
 // Without it, the first connections green ever sees close are the
-// warm-up's own, as it ends: at the cut-over, under live load.
+// warm-up's own, as it ends: at the cut-over, under live load. A
+// connection is closed only once its replacement is the pool's: where the
+// live pool takes every new one, past the redials, the old one carries on
+// (and none is replaced while the redials are spent), so that the warm-up
+// still sends all its requests.
 func (p *Pool) Warm(ctx context.Context, w Warmup) WarmResult {
 	var pc *pacer
 	var spare float64
@@ -256,6 +262,16 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 		defer mu.Unlock()
 		taken[slot]--
 	}
+	// retake takes slot's place back, for a connection set aside for a
+	// replacement that was not found.
+	retake := func(slot int) {
+		if slot < 0 {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		taken[slot]++
+	}
 	url := "http://" + w.Addr + w.Path
 	if _, err := http.NewRequest(http.MethodGet, url, nil); err != nil {
 		res.First = err // a path that makes no request: nothing sent
@@ -274,6 +290,13 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 			var c *warmConn
 			slot := -1
 			carried := 0 // requests sent on c
+			// old is a connection that has carried its ConnLife, set
+			// aside (its place released) until a replacement is green's:
+			// closed then, else it carries on. Another process may take
+			// every new connection: a warm-up that closed its own would
+			// end with requests unsent.
+			var old *warmConn
+			oldSlot, oldCarried := -1, 0
 			drop := func() {
 				c.Close()
 				c = nil
@@ -281,9 +304,25 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 				slot = -1
 				carried = 0
 			}
+			// replaced closes old, if any: its replacement is kept.
+			replaced := func() {
+				if old != nil {
+					old.Close()
+					old = nil
+				}
+			}
+			// keepOld takes old back: no replacement was found.
+			keepOld := func() {
+				c, slot, carried = old, oldSlot, oldCarried
+				old = nil
+				retake(slot)
+			}
 			defer func() {
 				if c != nil {
 					drop()
+				}
+				if old != nil {
+					old.Close()
 				}
 			}()
 			for sending.Err() == nil && take(&left) {
@@ -295,6 +334,9 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 							return
 						}
 						count(false, -1, 0, err)
+						if old != nil {
+							keepOld()
+						}
 						continue
 					}
 					if owner != nil {
@@ -305,6 +347,9 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 						if err := c.begin(perRequest); err != nil {
 							count(false, -1, 0, err)
 							drop()
+							if old != nil {
+								keepOld()
+							}
 							continue
 						}
 						idx, known := owner(sending, c.Conn, perRequest)
@@ -322,6 +367,14 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 							left.Add(1)
 							drop()
 							if redials.Add(-1) < 0 {
+								if old != nil {
+									// Out of redials: the connection set
+									// aside carries on (a worker that
+									// lacks one is dialled for by those
+									// that have none).
+									keepOld()
+									continue
+								}
 								if !starving() {
 									return
 								}
@@ -338,6 +391,7 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 							continue
 						}
 					}
+					replaced()
 				}
 				if pc != nil {
 					pc.wait(sending)
@@ -349,17 +403,22 @@ func warm(ctx context.Context, w Warmup, workers int, owner func(context.Context
 				status, keep, err := c.get(ctx, url, perRequest)
 				carried++
 				count(carried == 1, slot, status, err)
-				if w.ConnLife > 0 && carried >= w.ConnLife {
-					keep = false // closed, as a client that goes away
-				}
-				if err == nil && !keep {
+				recycle := w.ConnLife > 0 && carried%w.ConnLife == 0 && redials.Load() > 0
+				if err == nil && (!keep || recycle) {
 					// The server closes its connections, or the warm-up
-					// did: the next one is a new connection, with its own
-					// share of redials.
+					// replaces one: the next one is a new connection, with
+					// its own share of redials.
 					redials.Add(maxRedials)
 				}
-				if err != nil || !keep {
+				switch {
+				case err != nil || !keep:
 					drop()
+				case recycle:
+					// Replaced, as a client that goes away: set aside
+					// until the next connection is green's.
+					old, oldSlot, oldCarried = c, slot, carried
+					c, slot, carried = nil, -1, 0
+					release(oldSlot)
 				}
 			}
 		})

@@ -276,3 +276,151 @@ func TestWarmClosesItsConnectionsAsLiveClientsDo(t *testing.T) {
 		t.Errorf("%d requests came after the first connection closed; want most of the warm-up's 400 (connections close early)", sentAfter)
 	}
 }
+
+// TestWarmKeepsAConnectionItCannotReplace: with ConnLife 10, the live pool
+// takes every connection after each worker's first two. A connection
+// closed for its life is one the warm-up may never get back: it is
+// replaced only once the replacement is green's, else it carries on, and
+// the warm-up still sends all 200 requests, well within its limit, each on
+// a connection of green's (its first kept to the end).
+func TestWarmKeepsAConnectionItCannotReplace(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		perConn = map[string]int{}
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		perConn[r.RemoteAddr]++
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	var dials atomic.Int64
+	owner := func(context.Context, net.Conn, time.Duration) (int, bool) {
+		if n := dials.Add(1); n <= 4 {
+			return int(n % 2), true
+		}
+		return -1, true // the live pool's, from now on
+	}
+	fds := openFDs(t)
+	t0 := time.Now()
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 2, Requests: 200, ConnLife: 10, Limit: 20 * time.Second}, 2, owner, nil)
+	took := time.Since(t0)
+	// Every connection is closed, those set aside included (the server
+	// closes its side once the client has).
+	testutil.WaitFor(t, 5*time.Second, "the warm-up's connections to be closed", func() bool { return openFDs(t) <= fds })
+	mu.Lock()
+	defer mu.Unlock()
+	if r.Sent != 200 || r.OK != 200 || len(r.Workers) != 2 || r.Workers[0]+r.Workers[1] != 200 || took > 5*time.Second {
+		t.Fatalf("sent %d, ok %d, per worker %v, %d strays (first failure %v) in %s; want 200, 200, all green's, well within the 20s limit", r.Sent, r.OK, r.Workers, r.Strays, r.First, took)
+	}
+	if r.Conns != 4 || len(perConn) != 4 {
+		t.Fatalf("the server saw %d connections, the warm-up counted %d; want the 4 green took", len(perConn), r.Conns)
+	}
+}
+
+// TestWarmCountsExactlyWhileItReplacesConnections: whether a connection's
+// last request (by ConnLife) fails, or the server closes on it, or a
+// connection carries one request, or never reaches its ConnLife, Sent,
+// OK and Conns are what the server saw, no connection carries more than
+// ConnLife, and nothing is left open or running.
+func TestWarmCountsExactlyWhileItReplacesConnections(t *testing.T) {
+	for _, c := range []struct {
+		name                  string
+		life, failAt, closeAt int // failAt, closeAt: the request of a connection the server drops, or answers Connection: close
+	}{
+		{"one request each", 1, 0, 0},
+		{"life past the share", 1000, 0, 0},
+		{"the last request fails", 5, 5, 0},
+		{"the server closes on the last", 5, 0, 5},
+		{"the server closes first", 5, 0, 3},
+		{"every first request fails", 5, 1, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var (
+				mu      sync.Mutex
+				perConn = map[string]int{}
+			)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				perConn[r.RemoteAddr]++
+				n := perConn[r.RemoteAddr]
+				mu.Unlock()
+				switch n {
+				case c.failAt:
+					conn, _, _ := w.(http.Hijacker).Hijack()
+					conn.Close()
+				case c.closeAt:
+					w.Header().Set("Connection", "close")
+				}
+			}))
+			defer srv.Close()
+			fds, goroutines := openFDs(t), runtime.NumGoroutine()
+			r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 2, Requests: 100, ConnLife: c.life, Limit: 20 * time.Second}, 0, nil, nil)
+			mu.Lock()
+			total, most, ok := 0, 0, 100
+			for _, n := range perConn {
+				total += n
+				most = max(most, n)
+				if c.failAt > 0 && n >= c.failAt {
+					ok-- // its request failAt failed
+				}
+			}
+			conns := len(perConn)
+			mu.Unlock()
+			if r.Sent != 100 || total != 100 || r.OK != ok || r.Conns != conns || most > c.life {
+				t.Errorf("sent %d, ok %d, %d connections counted; the server saw %d over %d connections, at most %d on one; want 100, %d, the same, at most %d", r.Sent, r.OK, r.Conns, total, conns, most, ok, c.life)
+			}
+			testutil.WaitFor(t, 5*time.Second, "the warm-up's connections and goroutines to end", func() bool {
+				return openFDs(t) <= fds && runtime.NumGoroutine() <= goroutines
+			})
+		})
+	}
+}
+
+// TestWarmReplacingConnectionsDoesNotSpinOnStrays: the live pool takes
+// every second new connection and each connection carries one request:
+// each request costs one stray, no more.
+func TestWarmReplacingConnectionsDoesNotSpinOnStrays(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	var dials atomic.Int64
+	owner := func(context.Context, net.Conn, time.Duration) (int, bool) {
+		if dials.Add(1)%2 == 0 {
+			return -1, true
+		}
+		return 0, true
+	}
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 4, Requests: 300, ConnLife: 1, Limit: 20 * time.Second}, 1, owner, nil)
+	if r.Sent != 300 || r.OK != 300 || r.Conns != 300 || r.Strays > 300 || dials.Load() > 600 {
+		t.Fatalf("sent %d, ok %d over %d connections, %d strays in %d dials; want 300, 300, 300, at most 300 in 600", r.Sent, r.OK, r.Conns, r.Strays, dials.Load())
+	}
+}
+
+// TestWarmReplacingConnectionsReachesEveryWorkerWhenTheLivePoolWinsMost:
+// the live pool takes 90% of new connections, the rest go to any of 4
+// workers; with connections replaced every 25 requests, every request is
+// still sent, each worker answers its share, well within the limit.
+func TestWarmReplacingConnectionsReachesEveryWorkerWhenTheLivePoolWinsMost(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	var dials atomic.Uint64
+	owner := func(context.Context, net.Conn, time.Duration) (int, bool) {
+		x := dials.Add(1) * 0x9E3779B97F4A7C15 // a fixed scramble of the dial's number
+		x ^= x >> 29
+		if x%10 != 0 {
+			return -1, true
+		}
+		return int(x / 10 % 4), true
+	}
+	t0 := time.Now()
+	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 4, Requests: 1600, ConnLife: 25, Limit: 20 * time.Second}, 4, owner, nil)
+	took := time.Since(t0)
+	if r.Sent != 1600 || r.OK != 1600 || len(r.Workers) != 4 || took > 10*time.Second {
+		t.Fatalf("sent %d, ok %d, per worker %v (%d strays) in %s; want 1600, 1600, every worker, well within 20s", r.Sent, r.OK, r.Workers, r.Strays, took)
+	}
+	for i, n := range r.Workers {
+		if n < 100 {
+			t.Errorf("worker %d answered %d of 1600 (per worker %v); want its share", i, n, r.Workers)
+		}
+	}
+}
