@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -235,35 +236,12 @@ func TestWarmStartsNoRequestItsLimitWouldCutOff(t *testing.T) {
 // the warm-up still sends (its connections' whole life is warmed, not
 // only their requests), and Conns counts them all.
 func TestWarmClosesItsConnectionsAsLiveClientsDo(t *testing.T) {
-	var (
-		mu        sync.Mutex
-		perConn   = map[string]int{}
-		closed    int
-		sentAfter int // requests that arrived after a connection closed
-	)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		perConn[r.RemoteAddr]++
-		if closed > 0 {
-			sentAfter++
-		}
-	}))
-	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
-		if s == http.StateClosed {
-			mu.Lock()
-			closed++
-			mu.Unlock()
-		}
-	}
-	srv.Start()
-	defer srv.Close()
+	srv := newConnServer(t, nil)
 	r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 2, Requests: 400, ConnLife: 50, Limit: 30 * time.Second}, 0, nil, nil)
 	if r.Sent != 400 || r.OK != 400 {
 		t.Fatalf("sent %d, ok %d (first failure %v); want 400, 400", r.Sent, r.OK, r.First)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	perConn, sentAfter := srv.counts()
 	for addr, n := range perConn {
 		if n > 50 {
 			t.Errorf("connection %s carried %d requests; want at most 50", addr, n)
@@ -284,16 +262,7 @@ func TestWarmClosesItsConnectionsAsLiveClientsDo(t *testing.T) {
 // the warm-up still sends all 200 requests, well within its limit, each on
 // a connection of green's (its first kept to the end).
 func TestWarmKeepsAConnectionItCannotReplace(t *testing.T) {
-	var (
-		mu      sync.Mutex
-		perConn = map[string]int{}
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		perConn[r.RemoteAddr]++
-		mu.Unlock()
-	}))
-	defer srv.Close()
+	srv := newConnServer(t, nil)
 	var dials atomic.Int64
 	owner := func(context.Context, net.Conn, time.Duration) (int, bool) {
 		if n := dials.Add(1); n <= 4 {
@@ -308,8 +277,7 @@ func TestWarmKeepsAConnectionItCannotReplace(t *testing.T) {
 	// Every connection is closed, those set aside included (the server
 	// closes its side once the client has).
 	testutil.WaitFor(t, 5*time.Second, "the warm-up's connections to be closed", func() bool { return openFDs(t) <= fds })
-	mu.Lock()
-	defer mu.Unlock()
+	perConn, _ := srv.counts()
 	if r.Sent != 200 || r.OK != 200 || len(r.Workers) != 2 || r.Workers[0]+r.Workers[1] != 200 || took > 5*time.Second {
 		t.Fatalf("sent %d, ok %d, per worker %v, %d strays (first failure %v) in %s; want 200, 200, all green's, well within the 20s limit", r.Sent, r.OK, r.Workers, r.Strays, r.First, took)
 	}
@@ -336,15 +304,7 @@ func TestWarmCountsExactlyWhileItReplacesConnections(t *testing.T) {
 		{"every first request fails", 5, 1, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var (
-				mu      sync.Mutex
-				perConn = map[string]int{}
-			)
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				mu.Lock()
-				perConn[r.RemoteAddr]++
-				n := perConn[r.RemoteAddr]
-				mu.Unlock()
+			srv := newConnServer(t, func(n int, w http.ResponseWriter) {
 				switch n {
 				case c.failAt:
 					conn, _, _ := w.(http.Hijacker).Hijack()
@@ -352,11 +312,10 @@ func TestWarmCountsExactlyWhileItReplacesConnections(t *testing.T) {
 				case c.closeAt:
 					w.Header().Set("Connection", "close")
 				}
-			}))
-			defer srv.Close()
+			})
 			fds, goroutines := openFDs(t), runtime.NumGoroutine()
 			r := warm(context.Background(), Warmup{Addr: srv.Listener.Addr().String(), Path: "/h", Conns: 2, Requests: 100, ConnLife: c.life, Limit: 20 * time.Second}, 0, nil, nil)
-			mu.Lock()
+			perConn, _ := srv.counts()
 			total, most, ok := 0, 0, 100
 			for _, n := range perConn {
 				total += n
@@ -366,7 +325,6 @@ func TestWarmCountsExactlyWhileItReplacesConnections(t *testing.T) {
 				}
 			}
 			conns := len(perConn)
-			mu.Unlock()
 			if r.Sent != 100 || total != 100 || r.OK != ok || r.Conns != conns || most > c.life {
 				t.Errorf("sent %d, ok %d, %d connections counted; the server saw %d over %d connections, at most %d on one; want 100, %d, the same, at most %d", r.Sent, r.OK, r.Conns, total, conns, most, ok, c.life)
 			}
@@ -423,4 +381,49 @@ func TestWarmReplacingConnectionsReachesEveryWorkerWhenTheLivePoolWinsMost(t *te
 			t.Errorf("worker %d answered %d of 1600 (per worker %v); want its share", i, n, r.Workers)
 		}
 	}
+}
+
+// connServer is an HTTP server that counts the requests each client
+// connection carried, the connections closed, and the requests that came
+// after the first close. answer, if set, answers a connection's nth
+// request.
+type connServer struct {
+	*httptest.Server
+	mu                 sync.Mutex
+	perConn            map[string]int
+	closed, afterClose int
+}
+
+func newConnServer(t *testing.T, answer func(n int, w http.ResponseWriter)) *connServer {
+	s := &connServer{perConn: map[string]int{}}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.perConn[r.RemoteAddr]++
+		n := s.perConn[r.RemoteAddr]
+		if s.closed > 0 {
+			s.afterClose++
+		}
+		s.mu.Unlock()
+		if answer != nil {
+			answer(n, w)
+		}
+	}))
+	s.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			s.mu.Lock()
+			s.closed++
+			s.mu.Unlock()
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// counts is what the server saw so far: requests per connection, and
+// the requests after the first connection closed.
+func (s *connServer) counts() (perConn map[string]int, afterClose int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.perConn), s.afterClose
 }
